@@ -1,0 +1,5 @@
+import sys
+
+from x2ct.cli import main
+
+sys.exit(main())
