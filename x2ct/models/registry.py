@@ -25,19 +25,27 @@ class Entry:
     presets: dict
     summary: str
     paper: str
+    critic: Callable | None = None  # builder(preset=..., **kwargs) of the method's discriminator/critic
+    critic_presets: dict | None = None
 
 
 _REGISTRY: dict[str, Entry] = {}
 
 
-def register(name: str, presets: dict, summary: str, paper: str):
-    """Decorator: register ``builder(preset=..., **kwargs)`` under ``name``."""
-    missing = set(PRESETS) - set(presets)
-    if missing:
-        raise ValueError(f"model {name} lacks presets {sorted(missing)}")
+def register(name: str, presets: dict, summary: str, paper: str,
+             critic: Callable | None = None, critic_presets: dict | None = None):
+    """Decorator: register ``builder(preset=..., **kwargs)`` under ``name``.
+
+    Adversarial methods also give ``critic`` (a builder of their
+    discriminator/critic) with its own ``critic_presets``.
+    """
+    for what, table in (("presets", presets), ("critic_presets", critic_presets if critic else presets)):
+        missing = set(PRESETS) - set(table or {})
+        if missing:
+            raise ValueError(f"model {name} lacks {what} {sorted(missing)}")
 
     def decorate(builder: Callable) -> Callable:
-        _REGISTRY[name] = Entry(name, builder, presets, summary, paper)
+        _REGISTRY[name] = Entry(name, builder, presets, summary, paper, critic, critic_presets)
         return builder
 
     return decorate
@@ -70,3 +78,13 @@ def build(name: str, preset: str = "small", **overrides):
         raise InputError(f"Unknown preset {preset!r} for {name}; choose one of {', '.join(PRESETS)}.")
     kwargs = {**item.presets[preset], **overrides}
     return item.builder(preset=preset, **kwargs)
+
+
+def build_critic(name: str, preset: str = "small", **overrides):
+    """Build the discriminator/critic of an adversarial method."""
+    item = entry(name)
+    if item.critic is None:
+        raise InputError(f"Model {name} is not adversarial: it has no critic.")
+    if preset not in item.critic_presets:
+        raise InputError(f"Unknown preset {preset!r} for {name}'s critic; choose one of {', '.join(PRESETS)}.")
+    return item.critic(preset=preset, **{**item.critic_presets[preset], **overrides})

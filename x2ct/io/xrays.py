@@ -1,0 +1,166 @@
+"""X-ray images in and out: DICOM radiographs, plain pictures and NRRD/MetaImage DRRs.
+
+Geometry that a format cannot hold is never guessed silently: when the pixel
+spacing or the view is assumed, ``XRay.metadata`` says so. x2ct writes the
+view, distances and (for PNG) the pixel spacing and intensity scaling into
+the file's own key/value fields, and reads them back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from x2ct.errors import InputError, X2CTError
+from x2ct.image import XRay, normalise_view
+from x2ct.io import checks, dicom
+from x2ct.io.files import PICTURE_FORMATS, VOLUME_FORMATS, atomic_output, existing, is_dicom_file, output_path, \
+    suffix
+
+#: Formats write_xray writes.
+XRAY_OUTPUTS = {".nrrd": "NRRD", ".nhdr": "NRRD", ".mha": "MetaImage", ".mhd": "MetaImage", ".png": "PNG"}
+#: Field names x2ct uses to store an X-ray's geometry inside the file.
+VIEW, SAD, SID, SPACING, RANGE = "x2ct_view", "x2ct_sad", "x2ct_sid", "x2ct_pixel_spacing", "x2ct_intensity_range"
+#: PNG scaling: the image range maps linearly onto 0..PNG_MAX.
+PNG_MAX = 65535
+
+
+def read_xray(path, view=None, *, pixel_spacing=None, max_bytes: int | None = None) -> XRay:
+    """An X-ray (larger = more attenuation) from DICOM CR/DX, PNG/JPEG/TIFF, or a 2D/one-slice NRRD/MetaImage.
+
+    ``view`` ("frontal", "lateral", "ap" or an angle) overrides the file's;
+    ``pixel_spacing`` (row, column) in mm overrides the file's or the 1 mm
+    assumed for pictures. Pictures and NRRD/MetaImage files are taken as the
+    model sees them (x2ct.image convention: seen from the detector, head up).
+    """
+    path = existing(path, "X-ray")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; an X-ray is a single file (a folder of DICOM slices is a CT).")
+    if suffix(path) in PICTURE_FORMATS:
+        image, spacing, fields = _read_picture(path, max_bytes)
+    elif suffix(path) in VOLUME_FORMATS:
+        image, spacing, fields = _read_grid(path, max_bytes)
+    elif is_dicom_file(path):
+        return dicom.read_radiograph(path, view, pixel_spacing, max_bytes)
+    else:
+        raise InputError(f"{path.name}: unknown extension {suffix(path) or '(none)'}; an X-ray must be DICOM or "
+                         f"one of {', '.join({**PICTURE_FORMATS, **VOLUME_FORMATS})}.")
+    metadata = {"source": str(path)}
+    if pixel_spacing is not None:
+        spacing, metadata["pixel_spacing_source"] = pixel_spacing, "argument"
+    elif spacing is not None:
+        metadata["pixel_spacing_source"] = "file"
+    else:
+        spacing = (1.0, 1.0)
+        metadata["pixel_spacing_source"] = ("assumed 1 mm (pictures carry no spacing); pass pixel_spacing= for "
+                                            "true geometry")
+    if view is not None:
+        metadata["view_source"] = "argument"
+    elif VIEW in fields:
+        view, metadata["view_source"] = fields[VIEW], "file"
+    else:
+        view, metadata["view_source"] = "frontal", "assumed frontal; pass view= if it is not"
+    distances = {key: float(fields[field]) for key, field in (("sad", SAD), ("sid", SID)) if field in fields}
+    return XRay(image, spacing, normalise_view(view), metadata=metadata, **distances)
+
+
+def _read_picture(path: Path, max_bytes) -> tuple[np.ndarray, tuple | None, dict]:
+    """Gray pixels of a PNG/JPEG/TIFF; spacing and scaling only from x2ct's own PNG text fields."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as picture:
+            if getattr(picture, "n_frames", 1) > 1:
+                raise InputError(f"{path} has {picture.n_frames} pages (a stack, not one radiograph); give one "
+                                 "image, or a CT as a DICOM folder or NRRD/NIfTI.")
+            checks.check_memory(path, (picture.height, picture.width), max_bytes)
+            if picture.mode in ("P", "PA"):
+                picture = picture.convert("RGBA")  # palette indices -> the colours they stand for
+            elif picture.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                picture = picture.convert("RGB")
+            array = np.asarray(picture)
+            fields = {key: str(value) for key, value in getattr(picture, "text", {}).items()}
+    except Image.DecompressionBombError:
+        raise InputError(f"{path} is too large to open safely (over Pillow's pixel limit); downsample "
+                         "it first.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError):
+        raise InputError(f"{path} cannot be read as a {PICTURE_FORMATS[suffix(path)]} image: it is corrupt or in "
+                         "another format. Export it again.") from None
+    image = checks.gray_from_channels(array, path) if array.ndim == 3 else array.astype(np.float32)
+    checks.check_finite(image, path)
+    if RANGE in fields:
+        low, high = (float(v) for v in fields[RANGE].split())
+        image = low + image / PNG_MAX * (high - low)
+    spacing = tuple(float(v) for v in fields[SPACING].split()) if SPACING in fields else None
+    return image, spacing, fields
+
+
+def _read_grid(path: Path, max_bytes) -> tuple[np.ndarray, tuple, dict]:
+    """A 2D (or one-slice 3D) NRRD/MetaImage/NIfTI image with its pixel spacing."""
+    import SimpleITK as sitk
+
+    header = checks.read_header(path, VOLUME_FORMATS[suffix(path)])
+    size = header.size
+    if header.dimension > 3 or (header.dimension == 3 and size[2] > 1):
+        raise InputError(f"{path} is a {header.dimension}D volume of size {'x'.join(map(str, size))}, not an "
+                         "X-ray: load it as a CT, or give a 2D image (or a single slice).")
+    checks.check_scalar(header, "an X-ray")
+    checks.check_geometry(header)
+    checks.check_memory(path, (size[1], size[0]), max_bytes)
+    try:
+        array = sitk.GetArrayFromImage(sitk.ReadImage(str(path), sitk.sitkFloat32))
+    except RuntimeError:
+        raise InputError(f"{path} has a valid header but its pixel data cannot be read (truncated or corrupt "
+                         "file); copy or export it again.") from None
+    image = array.reshape(size[1], size[0])
+    checks.check_finite(image, path)
+    return image, (header.spacing[1], header.spacing[0]), header.fields
+
+
+def write_xray(xray: XRay, path) -> Path:
+    """Write an X-ray to .nrrd/.nhdr/.mha/.mhd (float, with spacing) or .png (16-bit, scaled), all or nothing.
+
+    The view and source distances are stored as x2ct fields in every format;
+    a PNG also records its pixel spacing and the intensity range that 0..65535
+    stands for, so read_xray restores the values (to 1/65535 of the range).
+    """
+    path = output_path(path, XRAY_OUTPUTS, "an X-ray")
+    fields = {VIEW: str(xray.view)}
+    fields.update({key: repr(float(value)) for key, value in ((SAD, xray.sad), (SID, xray.sid))
+                   if value is not None})
+    try:
+        with atomic_output(path) as partial:
+            if suffix(path) == ".png":
+                _write_png(xray, partial, fields)
+            else:
+                _write_grid(xray, partial, fields)
+    except (RuntimeError, OSError) as error:
+        raise X2CTError(f"Could not write {path}: {str(error).strip().splitlines()[-1]}. Check the folder is "
+                        "writable and the disk has space.") from None
+    return path
+
+
+def _write_grid(xray: XRay, path: Path, fields: dict) -> None:
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(xray.image, dtype=np.float32))
+    image.SetSpacing((xray.pixel_spacing[1], xray.pixel_spacing[0]))  # SimpleITK order: (x=column, y=row)
+    for key, value in fields.items():
+        image.SetMetaData(key, value)
+    sitk.WriteImage(image, str(path), True)
+
+
+def _write_png(xray: XRay, path: Path, fields: dict) -> None:
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    low, high = float(np.min(xray.image)), float(np.max(xray.image))
+    scaled = (xray.image - low) / (high - low) * PNG_MAX if high > low else np.zeros(xray.shape)
+    info = PngInfo()
+    for key, value in {**fields, SPACING: f"{xray.pixel_spacing[0]!r} {xray.pixel_spacing[1]!r}",
+                       RANGE: f"{low!r} {high!r}"}.items():
+        info.add_text(key, value)
+    info.add_text("Comment", f"x2ct X-ray: 16-bit gray, 0..{PNG_MAX} = intensities {low:g}..{high:g}, "
+                             f"pixel spacing {xray.pixel_spacing[0]:g} x {xray.pixel_spacing[1]:g} mm")
+    Image.fromarray(np.round(scaled).astype(np.uint16)).save(path, format="PNG", pnginfo=info)
