@@ -1,0 +1,1 @@
+"""Library of the X2CT Training module (no ``qt``: runs inside 3D Slicer and headless)."""
