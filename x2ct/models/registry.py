@@ -77,7 +77,9 @@ def build(name: str, preset: str = "small", **overrides):
     if preset not in item.presets:
         raise InputError(f"Unknown preset {preset!r} for {name}; choose one of {', '.join(PRESETS)}.")
     kwargs = {**item.presets[preset], **overrides}
-    return item.builder(preset=preset, **kwargs)
+    model = item.builder(preset=preset, **kwargs)
+    model.overrides = dict(overrides)  # recorded in model cards so the same network can be rebuilt
+    return model
 
 
 def build_critic(name: str, preset: str = "small", **overrides):
