@@ -1,0 +1,63 @@
+"""Vector-quantised autoencoders for X-rays (2D) and CT volumes (3D): stage 1 of code diffusion.
+
+Corona-Figueroa et al. (seed 002, Sec. 3.1) compress each X-ray and each CT
+separately into a small grid of codebook indices (256^2 X-ray -> 16^2 codes,
+128^3 CT -> 8^3 codes, codebooks of 1024 vectors of 256 numbers, commitment
+weight 0.25). This is MONAI's ``VQVAE`` laid out like their encoder: a first
+level at full resolution of ``width * multipliers[0]`` channels, then one
+stride-2 level per further multiplier (width 16 and multipliers
+[1, 2, 4, 8, 16] give 128^3 -> 8^3 with 16..256 channels).
+
+Departures from the paper (MONAI's VQVAE, not their VQGAN code): the codebook
+is learnt by exponential moving averages (van den Oord et al.'s alternative
+to the codebook loss term of their Eq. 4; decay 0.99) rather than by
+gradients; no attention blocks, no normalisation layers, no adversarial or
+perceptual loss (reconstruction is L1 only); a sigmoid output because X-rays
+and normalised CTs are in [0, 1]. The number of residual layers per level
+is not published; ours is a preset argument.
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.nets import VQVAE
+
+from x2ct.losses.discrete import vqvae_loss
+
+
+class VQAutoencoder(VQVAE):
+    """A MONAI VQ-VAE with the code-level API stage 2 needs (indices in, indices out)."""
+
+    def __init__(self, spatial_dims: int, size: int, code_size: int, width: int, multipliers, num_embeddings: int,
+                 embedding_dim: int, res_layers: int = 2, commitment: float = 0.25, decay: float = 0.99):
+        channels = tuple(width * m for m in multipliers)
+        if size != code_size * 2 ** (len(channels) - 1):
+            raise ValueError(f"{len(channels)} levels take {size} to {size >> (len(channels) - 1)}, "
+                             f"not to code_size {code_size}")
+        full_resolution, halve = (1, 3, 1, 1), (2, 4, 1, 1)  # (stride, kernel, dilation, padding)
+        super().__init__(
+            spatial_dims=spatial_dims, in_channels=1, out_channels=1, channels=channels,
+            num_res_layers=res_layers, num_res_channels=channels,
+            downsample_parameters=(full_resolution,) + (halve,) * (len(channels) - 1),
+            upsample_parameters=(halve + (0,),) * (len(channels) - 1) + (full_resolution + (0,),),
+            num_embeddings=num_embeddings, embedding_dim=embedding_dim, commitment_cost=commitment,
+            decay=decay, output_act="SIGMOID",
+        )
+        self.size, self.code_size = size, code_size
+
+    def codes(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 1, *size) -> codebook indices (B, *code grid); never updates the codebook."""
+        return self.quantizer.quantizer.quantize(self.encode(images))[2]
+
+    def code_vectors(self, codes: torch.Tensor) -> torch.Tensor:
+        """Indices (B, *grid) -> codebook vectors (B, embedding_dim, *grid)."""
+        return self.quantizer.embed(codes)
+
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Indices (B, *grid) -> images (B, 1, *size)."""
+        return self.decode(self.code_vectors(codes))
+
+    def loss(self, images: torch.Tensor) -> torch.Tensor:
+        """Stage-1 loss: L1 reconstruction + commitment (the codebook follows by EMA in training mode)."""
+        reconstruction, quantisation = self(images)
+        return vqvae_loss(reconstruction, images, quantisation, "l1")
