@@ -1,0 +1,120 @@
+"""``x2ct reconstruct``: JSON progress, outputs, no silent overwrite, and one-line errors for bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from x2ct import catalog
+from x2ct.cli import main
+from x2ct.commands.reconstruct import parse_view, std_path
+from x2ct.image import Volume, XRay
+from x2ct.io import read_ct, write_volume, write_xray
+from x2ct.modelfile import save_model
+from x2ct.models import build
+
+
+@pytest.fixture(autouse=True)
+def _no_user_models(tmp_path, monkeypatch):
+    monkeypatch.setenv(catalog.MODELS_ENV, str(tmp_path / "no-models"))
+
+
+@pytest.fixture
+def views(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = {}
+    for name in ("frontal", "lateral"):
+        paths[name] = write_xray(XRay(rng.random((40, 40)).astype(np.float32), (2.0, 2.0), name),
+                                 tmp_path / f"{name}.nrrd")
+    return paths
+
+
+@pytest.fixture
+def gan_folder(tmp_path):
+    folder = tmp_path / "gan"
+    save_model(build("x2ct-gan", "tiny"), folder)
+    return folder
+
+
+def _fails(argv, capsys, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_json_progress_outputs_and_no_overwrite(views, gan_folder, tmp_path, capsys):
+    out = tmp_path / "ct.nrrd"
+    argv = ["reconstruct", "--view", f"{views['lateral']}:lateral", "--view", str(views["frontal"]),
+            "--model", str(gan_folder), "--out", str(out), "--device", "cpu", "--progress", "json",
+            "--mip-png", str(tmp_path / "preview")]
+    assert main(argv) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    progress = [line["progress"] for line in lines[:-1]]
+    assert progress[0] == 0.0 and progress[-1] == 1.0 and all("stage" in line for line in lines[:-1])
+    assert lines[-1]["done"] is True and lines[-1]["output"] == str(out) and lines[-1]["device"] == "cpu"
+    ct = read_ct(out)
+    assert ct.shape == (16, 16, 16) and np.allclose(ct.spacing, 20.0)
+    assert Image.open(tmp_path / "preview.png").mode == "RGB"
+    _fails(argv, capsys, "exists; pass --overwrite")
+    assert main(argv + ["--overwrite"]) == 0
+
+
+def test_samples_write_the_std_volume(views, tmp_path, capsys):
+    folder = tmp_path / "cd"
+    save_model(build("code-diffusion", "tiny"), folder)
+    out = tmp_path / "ct.nii.gz"
+    assert main(["reconstruct", "--view", f"{views['frontal']}:frontal", "--view", f"{views['lateral']}:90",
+                 "--model", str(folder), "--out", str(out), "--samples", "2", "--device", "cpu"]) == 0
+    assert std_path(out).name == "ct-std.nii.gz" and read_ct(std_path(out)).shape == (16, 16, 16)
+
+
+def test_parse_view():
+    assert parse_view("a/b.dcm:lateral") == (parse_view("a/b.dcm")[0], "lateral")
+    assert parse_view("b.png:45")[1] == 45.0
+    assert parse_view("b.png")[1] is None
+    assert str(parse_view("C:/x/b.png")[0]) == "C:/x/b.png"
+
+
+def test_ct_given_as_xray(views, tmp_path, capsys):
+    ct = write_volume(Volume(np.zeros((8, 8, 8), np.float32)), tmp_path / "ct.nrrd")
+    _fails(["reconstruct", "--view", str(ct), "--model", "back-projection", "--out", str(tmp_path / "o.nrrd")],
+           capsys, "is a CT volume")
+
+
+def test_colour_png(tmp_path, capsys):
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    rgb[..., 0] = 255
+    Image.fromarray(rgb).save(tmp_path / "colour.png")
+    _fails(["reconstruct", "--view", str(tmp_path / "colour.png"), "--model", "back-projection", "--out",
+            str(tmp_path / "o.nrrd")], capsys, "colour image")
+
+
+def test_one_pixel_image(tmp_path, capsys):
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(tmp_path / "dot.png")
+    _fails(["reconstruct", "--view", str(tmp_path / "dot.png"), "--model", "back-projection", "--out",
+            str(tmp_path / "o.nrrd")], capsys, "too small")
+
+
+def test_unreadable_file(tmp_path, capsys):
+    (tmp_path / "junk.png").write_bytes(b"not a picture at all")
+    assert main(["reconstruct", "--view", str(tmp_path / "junk.png"), "--model", "back-projection", "--out",
+                 str(tmp_path / "o.nrrd")]) == 2
+    assert "junk.png" in capsys.readouterr().err
+    _fails(["reconstruct", "--view", str(tmp_path / "missing.png"), "--model", "back-projection", "--out",
+            str(tmp_path / "o.nrrd")], capsys, "does not exist")
+
+
+def test_missing_lateral_for_two_view_model(views, gan_folder, tmp_path, capsys):
+    _fails(["reconstruct", "--view", str(views["frontal"]), "--model", str(gan_folder), "--out",
+            str(tmp_path / "o.nrrd")], capsys, "lateral")
+
+
+def test_unknown_model_id(views, tmp_path, capsys):
+    _fails(["reconstruct", "--view", str(views["frontal"]), "--model", "no-such-model", "--out",
+            str(tmp_path / "o.nrrd")], capsys, "Unknown model id 'no-such-model'")
+
+
+def test_bad_output_extension(views, tmp_path, capsys):
+    _fails(["reconstruct", "--view", str(views["frontal"]), "--model", "back-projection", "--out",
+            str(tmp_path / "o.txt")], capsys, "unknown extension")

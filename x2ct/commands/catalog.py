@@ -1,0 +1,39 @@
+"""``x2ct catalog list|import``: the models that can be run by id, and adding one."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("catalog", help="list runnable models or import a model folder")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="built-in, shipped and user models with what they need")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    adding = actions.add_parser("import", help="copy a model folder (model.json + model.safetensors) into the "
+                                               "user models folder after checking its sha256")
+    adding.add_argument("folder", help="model folder")
+    adding.add_argument("--id", default=None, help="id to give it (default: the folder name)")
+    adding.add_argument("--overwrite", action="store_true", help="replace a user model with the same id")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from x2ct import catalog
+
+    if args.action == "import":
+        entry = catalog.import_model(args.folder, args.id, args.overwrite)
+        print(f"imported {entry.id} into {entry.folder}")
+        return 0
+    records = [entry.as_dict() for entry in catalog.entries()]
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    print(f"user models folder: {catalog.user_folder()} (${catalog.MODELS_ENV} overrides it)")
+    for record in records:
+        print(f"{record['id']} [{record['source']}]: {record['description']}")
+        print(f"    views: {', '.join(record['views_required'])}; training data: {record['training_data']}; "
+              f"licence: {record['licence']}; use: {record['intended_use']}")
+        if record["metrics"]:
+            print(f"    metrics: {json.dumps(record['metrics'])}")
+    return 0

@@ -1,0 +1,105 @@
+"""``x2ct reconstruct --view FILE[:VIEW] ... --model ID --out CT.nrrd``: a CT in HU from X-rays."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from x2ct.errors import InputError
+from x2ct.image import normalise_view
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "reconstruct", help="reconstruct a CT volume from X-ray views",
+        description="Reconstruct a CT in HU from one or more radiographs with a catalog model (see `x2ct catalog "
+                    "list`) or a model folder. Research use only; not for diagnosis.")
+    parser.add_argument("--view", action="append", required=True, metavar="FILE[:VIEW]",
+                        help="an X-ray file, optionally with its view: frontal, lateral, ap or a gantry angle in "
+                             "degrees (default: the file's view, else frontal); repeat for each view")
+    parser.add_argument("--model", required=True, help="catalog model id (e.g. back-projection) or a model folder")
+    parser.add_argument("--out", required=True, help="output CT: .nrrd/.nhdr/.mha/.mhd/.nii/.nii.gz")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                        help="auto: CUDA when present and the model fits its free memory, else MPS, else CPU")
+    parser.add_argument("--fusion", action="store_true",
+                        help="Beer-Lambert fusion: correct the volume so it reproduces the input views")
+    parser.add_argument("--samples", type=int, default=1,
+                        help="draws of a generative model (code-diffusion): writes their mean to --out and their "
+                             "standard deviation (HU) next to it as *-std")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the draws")
+    parser.add_argument("--mip-png", metavar="PREFIX", default=None,
+                        help="also write PREFIX.png: central slices and maximum intensity projections")
+    parser.add_argument("--progress", choices=("text", "json"), default="text",
+                        help="json: one JSON object per line on stdout, the last one {\"done\": true, ...}")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.set_defaults(func=run)
+
+
+def parse_view(text: str) -> tuple[Path, object]:
+    """'FILE', 'FILE:lateral' or 'FILE:90' -> (path, view or None). A suffix that is no view stays in the path."""
+    head, sep, tail = text.rpartition(":")
+    if sep and head and "/" not in tail and "\\" not in tail:
+        try:
+            return Path(head), normalise_view(tail)
+        except InputError:
+            pass
+    return Path(text), None
+
+
+def read_view(text: str):
+    """An XRay from 'FILE[:VIEW]', refusing CT volumes."""
+    from x2ct.image import Volume
+    from x2ct.io import read_image, read_xray
+
+    path, view = parse_view(text)
+    image = read_image(path)
+    if isinstance(image, Volume):
+        raise InputError(f"{path} is a CT volume ({'x'.join(map(str, image.shape[::-1]))} voxels), not an X-ray; "
+                         "give radiographs with --view (2D images).")
+    return image if view is None else read_xray(path, view)
+
+
+def std_path(out: Path) -> Path:
+    """CT.nrrd -> CT-std.nrrd (CT.nii.gz -> CT-std.nii.gz)."""
+    from x2ct.io.files import suffix
+
+    ext = suffix(out)
+    return out.with_name(out.name[: len(out.name) - len(ext)] + "-std" + ext)
+
+
+def run(args) -> int:
+    from x2ct import inference, io
+    from x2ct.io.files import VOLUME_FORMATS, output_path
+
+    out = output_path(args.out, VOLUME_FORMATS, "the CT")
+    targets = [out] + ([std_path(out)] if args.samples > 1 else [])
+    if args.mip_png:
+        targets.append(Path(f"{args.mip_png}.png"))
+    for target in targets:
+        if target.exists() and not args.overwrite:
+            raise InputError(f"{target} exists; pass --overwrite to replace it or choose another --out.")
+
+    def report(fraction: float, stage: str) -> None:
+        if args.progress == "json":
+            print(json.dumps({"progress": round(float(fraction), 4), "stage": stage}), flush=True)
+
+    xrays = [read_view(text) for text in args.view]
+    result = inference.reconstruct(xrays, args.model, device=args.device, fusion=args.fusion,
+                                   samples=args.samples, seed=args.seed, progress=report)
+    written = {"output": str(io.write_volume(result.volume, out))}
+    if result.uncertainty is not None:
+        written["uncertainty"] = str(io.write_volume(result.uncertainty, std_path(out)))
+    if args.mip_png:
+        from x2ct import render
+
+        image = render.ct_planes(result.volume, *render.CT_WINDOWS["soft-tissue"], title=result.model_id)
+        written["mip_png"] = str(render.save_png(image, f"{args.mip_png}.png"))
+    if args.progress == "json":
+        print(json.dumps({"done": True, **written, "model": result.model_id, "device": result.device,
+                          "notes": result.notes}), flush=True)
+    else:
+        for note in result.notes:
+            print(f"note: {note}")
+        for value in written.values():
+            print(value)
+    return 0

@@ -1,0 +1,288 @@
+"""X-rays in, CT in HU out: load a model, prepare the views as in training, run, convert back.
+
+Views are prepared like the training DRRs (``x2ct.data``: X2CT-mode DRRs on
+a 500 mm x 500 mm detector of 320 x 320 pixels, normalised per image to
+[0, 1] with 8-bit levels, then resized to the model's view size):
+
+* the radiograph is cropped or padded about its centre to the physical
+  field the X2CT detector sees. That field is 500 mm at the X2CT
+  magnification (SID 949 / SAD 541); when the file gives its own SID and SAD,
+  the field is scaled so the same patient-plane field (500 * 541 / 949 =
+  285 mm) is kept. Padding is the image's minimum (least attenuation);
+* when the pixel spacing is unknown (plain pictures, DICOM without spacing)
+  the whole image is padded to a square and fitted instead, and the
+  result's notes say so;
+* the field is resampled to 320 x 320 and passed through the same
+  normalisation as the DRRs (``x2ct.physics.x2ct_normalise``);
+* the view angle comes from the ``XRay`` record, whose image already follows
+  the x2ct view convention (``x2ct.image``).
+
+The output grid is the model protocol's: ``size``^3 voxels of
+``crop_mm / size`` mm (320 / size for X2CT), canonical orientation, its
+centre at the origin (the radiographs carry no position to place it). HU
+come from the protocol's window; for the Durham protocol (per-CT min-max of
+[-1000, 1000] HU) the window ends stand for the unknown min and max, which
+any CT with air and bone reaches.
+
+Device memory pre-flight (``estimate_bytes``): float32 weights (4 bytes per
+parameter) plus activations, taken as 64 float32 channels of the output grid
+per sample drawn (4 * 64 * D^3 * samples), plus 25 % margin. It is a rough
+upper guide for the networks here (their widest full-resolution layers have
+at most 64 channels), not a bound for any network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from x2ct import catalog
+from x2ct.data.protocol import ProtocolState, get_protocol, to_hu
+from x2ct.errors import InputError
+from x2ct.image import CANONICAL_DIRECTION, Volume, XRay, view_angle
+
+#: X2CT benchmark detector: field (mm) and pixels, and its magnification SID / SAD.
+DETECTOR_MM = 500.0
+DETECTOR_PIXELS = 320
+X2CT_SAD, X2CT_SID = 541.0, 949.0
+#: Activation channels assumed at the output grid by the memory estimate.
+ACTIVATION_CHANNELS = 64
+
+Progress = Callable[[float, str], None]
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A network ready to run and the facts about it."""
+
+    id: str
+    model: torch.nn.Module
+    card: dict
+
+
+@dataclasses.dataclass
+class Reconstruction:
+    """The CT in HU (``volume``), its per-voxel standard deviation in HU over samples (or None), and notes."""
+
+    volume: Volume
+    uncertainty: Volume | None
+    notes: list[str]
+    device: str
+    model_id: str
+    views: np.ndarray  # the prepared views (V, S, S) in [0, 1]
+    angles: tuple[float, ...]
+
+
+def load(model: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """A model by catalog id or model folder, on ``device``; weights checked against their sha256."""
+    from x2ct.modelfile import load_model, read_card
+
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        entry = catalog.find(str(model))
+        if entry.source == "builtin":
+            return LoadedModel(entry.id, _builtin(entry.id).to(device).eval(), {"name": entry.id})
+        if entry.source == "shipped":
+            expected = next(m["sha256"] for m in catalog.read_manifest()["models"] if m["id"] == entry.id)
+            if read_card(entry.folder)["sha256"] != expected:
+                raise InputError(f"The shipped model {entry.id} does not match the catalog's checksum; reinstall "
+                                 "the extension.")
+        path, model_id = entry.folder, entry.id
+    else:
+        model_id = path.name
+    network, card = load_model(path, device)
+    return LoadedModel(model_id, network, card)
+
+
+def prepare_view(xray: XRay, size: int) -> tuple[np.ndarray, list[str]]:
+    """An X-ray -> a (size, size) float32 view in [0, 1] as the training DRRs are made; plus notes."""
+    from x2ct.physics import x2ct_normalise
+
+    xray.check_finite()
+    image = np.asarray(xray.image, dtype=np.float32)
+    notes = []
+    source = str(xray.metadata.get("pixel_spacing_source", "file"))
+    if source.startswith("assumed"):
+        side = max(image.shape)
+        notes.append(f"{_name(xray)}: pixel spacing unknown, so the whole image was fitted to the model's field "
+                     "of view; anatomy sizes may not match the training data. Give the spacing for true geometry.")
+        image = _crop_or_pad(image, (side, side))
+    else:
+        field = DETECTOR_MM
+        if xray.sad and xray.sid:
+            field = DETECTOR_MM * (X2CT_SAD / X2CT_SID) * (xray.sid / xray.sad)
+        else:
+            notes.append(f"{_name(xray)}: source distances unknown; the X2CT magnification "
+                         f"({X2CT_SID / X2CT_SAD:.2f}) was assumed.")
+        rows = max(1, round(field / xray.pixel_spacing[0]))
+        cols = max(1, round(field / xray.pixel_spacing[1]))
+        image = _crop_or_pad(image, (rows, cols))
+    if float(image.max() - image.min()) <= 0:
+        raise InputError(f"{_name(xray)} is blank (one grey level); give the radiograph itself.")
+    detector = F.interpolate(torch.from_numpy(image)[None, None], size=(DETECTOR_PIXELS, DETECTOR_PIXELS),
+                             mode="bilinear", align_corners=False, antialias=True)
+    view = x2ct_normalise(detector - detector.min(), size)
+    return view[0, 0].numpy().astype(np.float32), notes
+
+
+def order_views(xrays: Sequence[XRay], spec) -> list[XRay]:
+    """The X-rays in the order the model expects, or an InputError naming the views it needs."""
+    angles = [view_angle(x.view) % 360.0 for x in xrays]
+    counts = spec.view_counts
+    needed = catalog.views_for(min(counts))
+    if len(xrays) not in counts:
+        raise InputError(f"Model {spec.name} needs {' or '.join(map(str, counts))} view(s) "
+                         f"({', '.join(needed)}); got {len(xrays)} ({', '.join(f'{a:g}' for a in angles)} deg). "
+                         "Add the missing view with --view FILE:lateral.")
+    if len(set(angles)) != len(angles):
+        raise InputError(f"Two views have the same angle ({', '.join(f'{a:g}' for a in angles)} deg); give each "
+                         "view once with its own angle (e.g. FILE:frontal and FILE:lateral).")
+    trained = [float(a) % 360.0 for a in spec.default_angles]
+    if len(xrays) == len(trained) and sorted(angles) == sorted(trained):
+        return [xrays[angles.index(a)] for a in trained]
+    return list(xrays)
+
+
+def estimate_bytes(model: torch.nn.Module, volume_size: int, samples: int = 1) -> int:
+    """Rough device memory (bytes) to run ``model``: see the module docstring."""
+    weights = 4 * sum(p.numel() for p in model.parameters())
+    activations = 4 * ACTIVATION_CHANNELS * volume_size ** 3 * max(1, samples)
+    return int(1.25 * (weights + activations))
+
+
+def choose_device(requested: str, model: torch.nn.Module, volume_size: int, samples: int = 1) -> tuple[str, str]:
+    """(device, reason): ``auto`` takes CUDA if present and the estimate fits its free memory, else MPS, else CPU."""
+    if requested not in ("auto", "cpu", "cuda", "mps"):
+        raise InputError(f"Unknown device {requested!r}; use auto, cpu, cuda or mps.")
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if requested == "cuda" and not cuda or requested == "mps" and not mps:
+        raise InputError(f"Device {requested} is not available on this machine; use --device auto or cpu.")
+    if requested != "auto":
+        return requested, f"{requested} as requested"
+    if cuda:
+        free, _ = torch.cuda.mem_get_info()
+        needed = estimate_bytes(model, volume_size, samples)
+        if needed <= free:
+            return "cuda", f"CUDA ({needed / 2**20:.0f} MiB estimated, {free / 2**20:.0f} MiB free)"
+        reason = f"CUDA has {free / 2**20:.0f} MiB free but about {needed / 2**20:.0f} MiB is needed"
+    else:
+        reason = "no CUDA device"
+    if mps:
+        return "mps", f"Apple MPS ({reason})"
+    return "cpu", f"CPU ({reason})"
+
+
+def output_state(protocol: str, size: int) -> ProtocolState:
+    """Geometry and HU range of a model's output: canonical cube of crop_mm / size mm voxels centred at 0."""
+    grid = get_protocol(protocol, size)
+    spacing = grid.crop_voxels * grid.spacing_mm / size
+    half = (size - 1) / 2.0 * spacing
+    origin = tuple(float(v) for v in CANONICAL_DIRECTION @ np.full(3, -half))
+    return ProtocolState(protocol=grid.name, size=size, spacing=(spacing,) * 3, origin=origin,
+                         direction=tuple(float(d) for d in CANONICAL_DIRECTION.ravel()),
+                         hu_low=float(grid.window[0]), hu_high=float(grid.window[1]))
+
+
+def reconstruct(xrays: Sequence[XRay], model: str | Path | LoadedModel, device: str = "auto",
+                fusion: bool = False, samples: int = 1, seed: int | None = 0,
+                progress: Progress | None = None) -> Reconstruction:
+    """Reconstruct a CT (HU, physical geometry) from X-rays with a catalog model or model folder.
+
+    ``fusion``: Beer-Lambert fusion with the input views (``x2ct.models.fusion``;
+    views at multiples of 90 degrees). ``samples`` > 1: the mean of that many
+    draws and their standard deviation (models with ``sample``, i.e. code
+    diffusion). ``progress(fraction, stage)`` is called from 0 to 1.
+    """
+    report = progress or (lambda fraction, stage: None)
+    if not xrays:
+        raise InputError("Give at least one X-ray view.")
+    if int(samples) != samples or samples < 1:
+        raise InputError(f"--samples must be a whole number >= 1, got {samples}.")
+    report(0.0, "loading model")
+    loaded = model if isinstance(model, LoadedModel) else load(model, "cpu")
+    network, spec = loaded.model, loaded.model.spec
+    if samples > 1 and not hasattr(network, "sample"):
+        raise InputError(f"Model {loaded.id} ({spec.name}) is deterministic; several samples need a generative "
+                         "model such as code-diffusion. Drop --samples.")
+    xrays = order_views(xrays, spec)
+    chosen, reason = choose_device(device, network, spec.volume_size, samples)
+    notes = [f"device: {reason}"]
+    report(0.2, "preparing views")
+    prepared = []
+    for xray in xrays:
+        view, view_notes = prepare_view(xray, spec.view_size)
+        prepared.append(view)
+        notes += view_notes
+    views_np = np.stack(prepared)
+    angles = tuple(view_angle(x.view) for x in xrays)
+    views = torch.from_numpy(views_np)[None].to(chosen)
+    angle_tensor = torch.tensor(angles, dtype=torch.float32)[None].to(chosen)
+    network = network.to(chosen).eval()
+    report(0.3, f"reconstructing on {chosen}")
+    with torch.no_grad():
+        if samples > 1:
+            output, spread = network.sample(views, angle_tensor, n=int(samples), seed=seed)
+        else:
+            output, spread = network(views, angle_tensor), None
+    output = output.float().cpu()
+    if fusion:
+        report(0.8, "Beer-Lambert fusion")
+        output = _fuse(output, views_np, angles, spec.volume_size, notes)
+    report(0.9, "converting to HU")
+    state = output_state(spec.protocol, spec.volume_size)
+    volume = to_hu(output[0, 0].numpy(), state)
+    uncertainty = None
+    if spread is not None:
+        scale = np.float32(state.hu_high - state.hu_low)
+        uncertainty = Volume(spread[0, 0].float().cpu().numpy() * scale, state.spacing, state.origin,
+                             np.reshape(state.direction, (3, 3)))
+    report(1.0, "done")
+    return Reconstruction(volume, uncertainty, notes, chosen, loaded.id, views_np, angles)
+
+
+def _fuse(output: torch.Tensor, views: np.ndarray, angles, size: int, notes: list[str]) -> torch.Tensor:
+    """Fusion on the model grid: the views are resized to the volume's side so the grid is kept."""
+    from x2ct.models.fusion import beer_lambert_fusion, projection_residual
+
+    target = torch.from_numpy(views)[None]
+    if target.shape[-1] != size:
+        target = F.interpolate(target, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    fused = beer_lambert_fusion(output.clamp_min(0.0), target, list(angles))
+    residual = projection_residual(fused, target, list(angles))[0]
+    notes.append("fusion: largest relative ray residual per view "
+                 + ", ".join(f"{float(r):.3g}" for r in residual)
+                 + " (views from a cone beam are not exactly consistent with one volume)")
+    return fused
+
+
+def _builtin(model_id: str) -> torch.nn.Module:
+    from x2ct.models import baselines
+
+    _, view_size, volume_size = catalog.BUILTIN[model_id]
+    return baselines.build(model_id, view_size=view_size, volume_size=volume_size)
+
+
+def _crop_or_pad(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Centre crop or pad (with the image's minimum) to ``shape``."""
+    out = np.full(shape, image.min(), dtype=np.float32)
+    src, dst = [], []
+    for have, want in zip(image.shape, shape):
+        if have >= want:
+            start = (have - want) // 2
+            src.append(slice(start, start + want))
+            dst.append(slice(0, want))
+        else:
+            start = (want - have) // 2
+            src.append(slice(0, have))
+            dst.append(slice(start, start + have))
+    out[tuple(dst)] = image[tuple(src)]
+    return out
+
+
+def _name(xray: XRay) -> str:
+    return Path(str(xray.metadata.get("source", "the X-ray"))).name or "the X-ray"
