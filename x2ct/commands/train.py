@@ -1,0 +1,29 @@
+"""``x2ct train``: train a model from a YAML config (a file or a shipped name such as x2ct-gan-tiny)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train a reconstruction model with its published schedule",
+                                   description="Checkpoints go to OUT/checkpoints (latest and best kept), the "
+                                               "final model to OUT/model, the log to OUT/log.csv.")
+    parser.add_argument("--config", required=True,
+                        help="YAML config file, or a shipped config name (x2ct/training/configs/<name>.yaml)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder of the run")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    parser.add_argument("--steps", type=int, help="override train.steps")
+    parser.add_argument("--progress", choices=("line", "json", "none"), default="line",
+                        help="terminal line with ETA (default), JSON lines on stdout, or nothing")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from x2ct.training import load, train
+
+    summary = train(load(args.config), args.out, resume=args.resume, steps=args.steps, progress=args.progress)
+    if args.progress != "json":
+        print(json.dumps(summary, indent=2, default=float))
+    return 0
