@@ -25,7 +25,8 @@ import tempfile
 from pathlib import Path
 
 from x2ct.errors import InputError
-from x2ct.modelfile import CARD_NAME, read_card, sha256_file
+from x2ct.checksum import sha256_file
+from x2ct.modelfile import CARD_NAME, read_card
 
 #: The shipped catalog and its JSON schema.
 SHIPPED_FOLDER = Path(__file__).resolve().parents[1] / "Resources" / "Models"

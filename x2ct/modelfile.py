@@ -9,26 +9,18 @@ renamed, card last, so a crash never leaves a card pointing at partial weights.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 import torch
 
+from x2ct.checksum import sha256_file
 from x2ct.errors import InputError
 
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "model.json"
 CARD_VERSION = 1
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_model(model, folder, card: dict | None = None, half: bool = False) -> Path:

@@ -13,7 +13,6 @@ partial or tampered file is never used. Offline machines can point
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from x2ct.errors import SampleDataError
+from x2ct.checksum import sha256_file as sha256_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,14 +114,6 @@ def cache_dir() -> Path:
         return Path(os.environ["X2CT_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base).expanduser() / "x2ct"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def get_case(name: str) -> SampleCase:
