@@ -19,9 +19,12 @@ def test_measure_resizes_like_a_user_and_restores_threads():
     assert result["peak_rss_bytes"] > 50e6  # python + torch at least
 
 
-def test_a_budget_cuts_timed_passes_but_keeps_one():
+def test_a_budget_cuts_timed_passes_down_to_the_warm_up():
     result = bench.measure("henzler", "tiny", view_size=16, volume_size=16, repeats=50, budget=1e-6)
-    assert result["timed"] == 1
+    assert result["timed"] == 0 and result["seconds"] > 0
+    table = bench.render([{"name": "henzler", "preset": "tiny", "results": {"cpu": result}}], ["cpu"], 50,
+                         bench.TIME_LIMIT)
+    assert "(warm-up only)" in table
 
 
 def test_view_count_prefers_two_else_the_nearest_accepted():
@@ -31,9 +34,19 @@ def test_view_count_prefers_two_else_the_nearest_accepted():
 
 
 def test_same_network_under_two_names_is_recognised():
-    assert bench.architecture("x2ct-cnn", "tiny") == bench.architecture("x2ct-gan", "tiny")
-    assert bench.architecture("x2ct-gan", "tiny") != bench.architecture("x2ct-gan", "small")
-    assert bench.architecture("x2ct-gan", "tiny") != bench.architecture("henzler", "tiny")
+    def fingerprint(name, preset):
+        return bench.architecture(bench.blueprint(name, preset))
+
+    assert fingerprint("x2ct-cnn", "tiny") == fingerprint("x2ct-gan", "tiny")
+    assert fingerprint("x2ct-gan", "tiny") != fingerprint("x2ct-gan", "small")
+    assert fingerprint("x2ct-gan", "tiny") != fingerprint("henzler", "tiny")
+    assert bench.blueprint("no-such-model", "tiny") is None
+
+
+def test_sampling_models_state_their_step_count():
+    text = bench.run(quick=True, names=["code-diffusion"], presets=("tiny",))
+    steps = bench.blueprint("code-diffusion", "tiny").sample_steps
+    assert f"code-diffusion tiny: its default sampling, {steps} steps" in text
 
 
 def test_section_runs_children_shares_networks_and_reports_failures():

@@ -75,7 +75,8 @@ def measure(name: str, preset: str, views: int | None = None, view_size: int = S
     ``seconds`` is the forward pass alone, ``seconds_total`` the whole pass.
     With a ``budget`` (seconds from the call), no further pass starts that
     would likely end past it, so a slow model gets fewer timed passes
-    (``timed``) rather than none.
+    (``timed``) rather than none; when not even one fits after the warm-up,
+    the warm-up is the measurement (``timed`` = 0).
     Peak memory is this process's peak RSS (CPU) or torch's peak allocation (CUDA).
     """
     previous = torch.get_num_threads()
@@ -115,19 +116,23 @@ def _measure(name, preset, views, view_size, volume_size, threads, repeats, targ
         _sync(target)
         return forward_end - forward_start, time.perf_counter() - start, native
 
+    def fits(last) -> bool:
+        return deadline is None or time.perf_counter() + last[1] < deadline
+
     with torch.inference_mode():
-        one_pass()  # warm-up: allocator, kernels, caches
-        passes = [one_pass()]
-        while len(passes) < repeats and (deadline is None or time.perf_counter() + passes[-1][1] < deadline):
+        warm_up = one_pass()  # allocator, kernels, caches
+        passes = [one_pass()] if fits(warm_up) else []
+        while passes and len(passes) < repeats and fits(passes[-1]):
             passes.append(one_pass())
+    timed = len(passes)
+    passes = passes or [warm_up]
     result = {
         "name": name, "preset": preset, "device": target.type,
         "parameters": models.count_parameters(model), "views": n_views, "view_counts": list(spec.view_counts),
         "given_view_size": view_size, "view_size": spec.view_size, "native_output": list(passes[0][2]),
-        "volume_size": volume_size, "threads": threads, "repeats": repeats, "timed": len(passes),
+        "volume_size": volume_size, "threads": threads, "repeats": repeats, "timed": timed,
         "seconds": statistics.median(p[0] for p in passes),
         "seconds_total": statistics.median(p[1] for p in passes),
-        "sample_steps": getattr(model, "sample_steps", None), "samples": getattr(model, "samples", None),
     }
     if target.type == "cuda":
         result["gpu_peak_bytes"] = torch.cuda.max_memory_allocated(target)
@@ -140,17 +145,20 @@ def _measure(name, preset, views, view_size, volume_size, threads, repeats, targ
 # --- orchestration (the parent process) ---------------------------------------------------------
 
 
-def architecture(name: str, preset: str) -> str | None:
-    """Fingerprint of the built network (classes, settings, tensor shapes), built on the meta device.
-
-    Two registered names with the same fingerprint run the same computation.
-    None when the model cannot be built on the meta device (then it is measured anyway).
-    """
+def blueprint(name: str, preset: str):
+    """The model built on the meta device (no memory, no time), or None if its builder needs real tensors."""
     try:
         with torch.device("meta"):
-            model = models.build(name, preset)
-    except Exception:  # a builder that needs real tensors: no fingerprint, no sharing
+            return models.build(name, preset)
+    except Exception:  # measured anyway, just not compared with the others
         return None
+
+
+def architecture(model) -> str:
+    """Fingerprint of a built network: classes, their plain settings, tensor shapes (not the values).
+
+    Two registered names with the same fingerprint run the same computation.
+    """
     parts = [repr(dataclasses.replace(model.spec, name=""))]
     for path, module in model.named_modules():
         settings = sorted((key, repr(value)) for key, value in vars(module).items()
@@ -191,12 +199,14 @@ def run(quick: bool = False, names: list[str] | None = None, presets=PRESETS) ->
     rows, seen = [], {}
     for name in names or models.names():
         for preset in presets:
-            fingerprint = architecture(name, preset)
+            model = blueprint(name, preset)
+            fingerprint = None if model is None else architecture(model)
             if fingerprint is not None and fingerprint in seen:
                 first = seen[fingerprint]
                 rows.append({**first, "name": name, "same_as": first["name"]})
                 continue
-            row = {"name": name, "preset": preset,
+            row = {"name": name, "preset": preset, "sample_steps": getattr(model, "sample_steps", None),
+                   "samples": getattr(model, "samples", None),
                    "results": {device: measure_in_child(name, preset, device, repeats, limits[preset])
                                for device in devices}}
             rows.append(row)
@@ -235,7 +245,9 @@ def _cell(text: str) -> str:
 
 def _seconds(result: dict, key: str, digits: int) -> str:
     text = f"{result[key]:.{digits}f}"
-    return text if result["timed"] == result["repeats"] else f"{text} ({result['timed']} run)"
+    if result["timed"] == result["repeats"]:
+        return text
+    return f"{text} ({result['timed']} run)" if result["timed"] else f"{text} (warm-up only)"
 
 
 def render(rows: list[dict], devices: list[str], repeats: int, limits: dict, load=None) -> str:
@@ -262,14 +274,14 @@ def render(rows: list[dict], devices: list[str], repeats: int, limits: dict, loa
             if cpu["views"] != 2:
                 notes.append(f"{row['name']} takes {'/'.join(map(str, cpu['view_counts']))} view(s); "
                              f"measured with {cpu['views']}.")
-            if cpu.get("sample_steps") and "same_as" not in row:
-                notes.append(f"{row['name']} {row['preset']}: its default sampling, {cpu['sample_steps']} steps "
-                             f"(one network pass each) per sample, {cpu.get('samples') or 1} sample(s).")
         if gpu:
             cuda = row["results"]["cuda"]
             cells += ([_cell(cuda["error"]), "", ""] if "error" in cuda else
                       [_seconds(cuda, "seconds", 3), _seconds(cuda, "seconds_total", 3),
                        f"{cuda['gpu_peak_bytes'] / GB:.2f}"])
+        if row.get("sample_steps") and "same_as" not in row:
+            notes.append(f"{row['name']} {row['preset']}: its default sampling, {row['sample_steps']} steps "
+                         f"(one network pass each) per sample, {row.get('samples') or 1} sample(s).")
         cells.append(_goal(row))
         lines.append("| " + " | ".join(cells) + " |")
     settings = [
@@ -277,8 +289,8 @@ def render(rows: list[dict], devices: list[str], repeats: int, limits: dict, loa
         f"`python -m x2ct.benchmarks.models --one NAME PRESET --json`.",
         f"Batch 1, {THREADS} threads pinned to {THREADS} cores, torch.inference_mode; each (model, preset, device) "
         f"in a fresh process; one warm-up, then the median of {repeats} timed pass(es) (fewer, marked "
-        f"'(n run)', when more would not fit in 80 % of the time limit); time limit {limits['small']} s (small) / "
-        f"{limits['paper']} s (paper) per process.",
+        f"'(n run)', when more would not fit in 80 % of the time limit; '(warm-up only)' when none would); "
+        f"time limit {limits['small']} s (small) / {limits['paper']} s (paper) per process.",
         f"Inputs: {SIZE}² random views resized (bilinear) to the model's view size. 'forward' is the model "
         f"alone; 'to {SIZE}³' adds the input resize and a trilinear resize of the output to {SIZE}³, "
         "which is what a user gets.",
