@@ -5,7 +5,7 @@ import torch
 
 from x2ct.errors import InputError
 from x2ct.models import build, build_critic, count_parameters
-from x2ct.models.blocks import lift_per_sample
+from x2ct.models.lifting import lift_per_sample
 from x2ct.models.lifting import lift_view
 
 FRONTAL_LATERAL = torch.tensor([[0.0, 90.0]])

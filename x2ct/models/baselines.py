@@ -30,7 +30,7 @@ from torch import nn
 
 from x2ct.errors import InputError
 from x2ct.models.base import ModelSpec, ReconstructionModel
-from x2ct.models.blocks import lift_views_per_sample
+from x2ct.models.lifting import lift_views_per_sample
 
 VIEW_COUNTS = tuple(range(1, 9))
 

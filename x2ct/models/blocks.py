@@ -1,7 +1,5 @@
 """Building blocks shared by the X2CT, DuoLift and projection-GAN models.
 
-* ``lift_per_sample``: lift each sample's 2D features at that sample's own
-  gantry angle (``x2ct.models.lifting`` takes one angle per call);
 * ``ResNetEncoder2D``: a ResNet-34 style 2D encoder built from MONAI's
   ``ResNetBlock`` whose stage strides are a parameter, because DuoLift needs
   512-channel features at H/4 rather than torchvision's H/32;
@@ -24,26 +22,7 @@ from monai.networks.nets import PatchDiscriminator
 from monai.networks.nets.resnet import ResNetBlock
 from torch import nn
 
-from x2ct.models.lifting import lift_view
-
-
-def lift_per_sample(features: torch.Tensor, angles: torch.Tensor, depth: int) -> torch.Tensor:
-    """Lift features (B, C, R, S) along each sample's own view angle (B,) -> (B, C, R, depth, depth).
-
-    A batch usually shares its angles: then it is one ``lift_view`` call.
-    """
-    values = [float(a) for a in angles.detach().reshape(-1).cpu()]
-    if len(values) != features.shape[0]:
-        raise ValueError(f"{features.shape[0]} samples but {len(values)} angles")
-    if all(v == values[0] for v in values):
-        return lift_view(features, values[0], depth)
-    return torch.cat([lift_view(features[i : i + 1], v, depth) for i, v in enumerate(values)])
-
-
-def lift_views_per_sample(views: torch.Tensor, angles: torch.Tensor, depth: int) -> torch.Tensor:
-    """Views (B, V, R, S) with angles (B, V) -> one lifted channel per view (B, V, R, depth, depth)."""
-    return torch.cat([lift_per_sample(views[:, i : i + 1], angles[:, i], depth) for i in range(views.shape[1])],
-                     dim=1)
+from x2ct.models.lifting import lift_views_per_sample
 
 
 class ResNetEncoder2D(nn.Module):

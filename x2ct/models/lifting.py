@@ -73,3 +73,22 @@ def lift_views(views: torch.Tensor, angles_deg, depth: int) -> torch.Tensor:
     if len(angles) != views.shape[1]:
         raise ValueError(f"{views.shape[1]} views but {len(angles)} angles")
     return torch.cat([lift_view(views[:, i : i + 1], a, depth) for i, a in enumerate(angles)], dim=1)
+
+
+def lift_per_sample(features: torch.Tensor, angles: torch.Tensor, depth: int) -> torch.Tensor:
+    """Lift features (B, C, R, S) along each sample's own view angle (B,) -> (B, C, R, depth, depth).
+
+    A batch usually shares its angles: then it is one ``lift_view`` call.
+    """
+    values = [float(a) for a in angles.detach().reshape(-1).cpu()]
+    if len(values) != features.shape[0]:
+        raise ValueError(f"{features.shape[0]} samples but {len(values)} angles")
+    if all(v == values[0] for v in values):
+        return lift_view(features, values[0], depth)
+    return torch.cat([lift_view(features[i : i + 1], v, depth) for i, v in enumerate(values)])
+
+
+def lift_views_per_sample(views: torch.Tensor, angles: torch.Tensor, depth: int) -> torch.Tensor:
+    """Views (B, V, R, S) with angles (B, V) -> one lifted channel per view (B, V, R, depth, depth)."""
+    return torch.cat([lift_per_sample(views[:, i : i + 1], angles[:, i], depth) for i in range(views.shape[1])],
+                     dim=1)

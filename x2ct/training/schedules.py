@@ -46,11 +46,6 @@ def lung_mask(ct: torch.Tensor, hu_range: torch.Tensor) -> torch.Tensor:
     return (hu > LUNG_HU[0]) & (hu < LUNG_HU[1])
 
 
-def total_variation(volume: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference of neighbouring voxels along the three axes."""
-    return sum(volume.diff(dim=d).abs().mean() for d in (2, 3, 4)) / 3
-
-
 def supervised_terms(pred: torch.Tensor, batch: dict, weights) -> dict:
     ct, terms = batch["ct"], {}
     if weights.mse:
@@ -140,7 +135,7 @@ class ProjectionSchedule(Schedule):
 
         pred = self.model(batch["views"], batch["angles"])
         images = project(pred.float(), batch["angles"])
-        parts = [F.mse_loss(images, batch["views"]), total_variation(pred.float()),
+        parts = [F.mse_loss(images, batch["views"]), losses.total_variation(pred.float()) / 3,  # mean over the 3 axes
                  losses.bce_generator_loss(self.critic(images))]
         terms = dict(zip(("projection", "tv", "adversarial"), parts))
         return weighted_sum(parts), terms, images

@@ -49,7 +49,8 @@ from torch import nn
 
 from x2ct.errors import InputError
 from x2ct.models.base import ModelSpec, ReconstructionModel
-from x2ct.models.blocks import ResNetEncoder2D, lift_per_sample, lift_views_per_sample
+from x2ct.models.blocks import ResNetEncoder2D
+from x2ct.models.lifting import lift_per_sample, lift_views_per_sample
 from x2ct.models.registry import register
 
 PRESETS = {

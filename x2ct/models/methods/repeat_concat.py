@@ -54,7 +54,7 @@ from torch import nn
 
 from x2ct.errors import InputError
 from x2ct.models.base import ModelSpec, ReconstructionModel
-from x2ct.models.blocks import lift_views_per_sample
+from x2ct.models.lifting import lift_views_per_sample
 from x2ct.models.registry import register
 
 SWIN = dict(depths=(2, 2, 2, 2), num_heads=(3, 6, 12, 24), norm_name="instance")

@@ -60,7 +60,8 @@ from torch import nn
 
 from x2ct.errors import InputError
 from x2ct.models.base import ModelSpec, ReconstructionModel
-from x2ct.models.blocks import PatchGANCritic, lift_per_sample
+from x2ct.models.blocks import PatchGANCritic
+from x2ct.models.lifting import lift_per_sample
 from x2ct.models.registry import register
 
 NORM = "instance"
