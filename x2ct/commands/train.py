@@ -1,15 +1,21 @@
-"""``x2ct train``: train a model from a YAML config (a file or a shipped name such as x2ct-gan-tiny)."""
+"""``x2ct train``: train a model from a YAML config (a file or a shipped name such as x2ct-gan-tiny).
+
+Several processes: ``torchrun --nproc_per_node=N -m x2ct train ...`` (docs/training.md).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train a reconstruction model with its published schedule",
                                    description="Checkpoints go to OUT/checkpoints (latest and best kept), the "
-                                               "final model to OUT/model, the log to OUT/log.csv.")
+                                               "final model to OUT/model, the logs to OUT/log.csv and "
+                                               "OUT/tensorboard. Under torchrun each process trains its share of "
+                                               "every global batch and rank 0 writes.")
     parser.add_argument("--config", required=True,
                         help="YAML config file, or a shipped config name (x2ct/training/configs/<name>.yaml)")
     parser.add_argument("--out", type=Path, required=True, help="output folder of the run")
@@ -24,6 +30,6 @@ def run(args) -> int:
     from x2ct.training import load, train
 
     summary = train(load(args.config), args.out, resume=args.resume, steps=args.steps, progress=args.progress)
-    if args.progress != "json":
+    if args.progress != "json" and os.environ.get("RANK", "0") == "0":
         print(json.dumps(summary, indent=2, default=float))
     return 0

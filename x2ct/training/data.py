@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch.utils.data import Subset
 
 from x2ct.data import datasets
 from x2ct.data.protocol import get_protocol
+from x2ct.errors import InputError
+
+#: The shipped paper configs' data.source until a user puts a real path there.
+PLACEHOLDER = "REPLACE/WITH"
+SOURCES = {"ct-folder": "a folder of CT volumes (NIfTI, NRRD, MHA or DICOM series)",
+           "dicom-tree": "the top folder of a DICOM tree such as LIDC-IDRI",
+           "x2ct-hdf5": "the folder of X2CT-GAN HDF5 case files (LIDC-IDRI preprocessed)"}
+
+
+def check_source(data) -> None:
+    """Fail before any model is built if ``data.source`` is the placeholder or does not exist."""
+    if data.kind == "simulated":
+        return
+    wanted = SOURCES[data.kind]
+    if str(data.source).startswith(PLACEHOLDER):
+        raise InputError(f"Config field data.source is still the placeholder {data.source!r}: put the path of "
+                         f"{wanted} there (data.kind {data.kind}), or set data.kind: simulated to try the schedule.")
+    if not Path(data.source).exists():
+        raise InputError(f"Config field data.source: {data.source} does not exist; give the path of {wanted}.")
 
 
 def _first(dataset, count):

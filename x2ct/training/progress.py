@@ -1,4 +1,4 @@
-"""Progress of a run: a terminal line with ETA, JSON lines on request, and a CSV log."""
+"""Progress of a run: a terminal line with ETA, JSON lines on request, a CSV log and TensorBoard scalars."""
 
 from __future__ import annotations
 
@@ -8,33 +8,56 @@ import sys
 import time
 from pathlib import Path
 
+TENSORBOARD = "tensorboard"
+
 
 def _clock(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _writer(folder: Path):
+    """A TensorBoard SummaryWriter, or None when the tensorboard package is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(folder))
+
+
 class Progress:
     """``update(step, logs)`` after each step; ``event(kind, **fields)`` for evaluations and the end.
 
     ``mode``: 'line' (a carriage-return line with ETA on stderr), 'json' (one
-    JSON object per line on stdout, for the Slicer module) or 'none'. Every
-    step is appended to ``log.csv`` in the output folder whatever the mode.
+    JSON object per line on stdout, for the Slicer module) or 'none'. With
+    ``files`` (the main process of a run), every step is appended to
+    ``log.csv`` and written as TensorBoard scalars to ``tensorboard/`` in the
+    output folder, whatever the mode: ``train/<term>`` per step (losses and
+    ``train/lr``) and ``evaluate/<convention>.<metric>`` per evaluation. Without
+    the tensorboard package a 'note' event says so once and the CSV goes on.
     """
 
-    def __init__(self, out: Path, total: int, start: int = 0, mode: str = "line", stream=None):
-        self.total, self.start, self.mode = total, start, mode
+    def __init__(self, out: Path, total: int, start: int = 0, mode: str = "line", stream=None, files: bool = True):
+        self.total, self.start, self.mode, self.files = total, start, mode, files
         self.stream = stream or (sys.stdout if mode == "json" else sys.stderr)
         self.began = time.monotonic()
         self.csv_path = out / "log.csv"
+        self.tensorboard_path = out / TENSORBOARD
         self.columns: list[str] | None = None
+        self.writer = _writer(self.tensorboard_path) if files else None
+        self.tensorboard = self.writer is not None
+        if files and self.writer is None:
+            self.event("note", text="tensorboard is not installed, so there are no TensorBoard logs; log.csv is "
+                                    "written (pip install tensorboard to get them).")
 
     def eta(self, step: int) -> float:
         done = step - self.start
         return (time.monotonic() - self.began) / done * (self.total - step) if done > 0 else float("nan")
 
     def update(self, step: int, logs: dict) -> None:
-        self._csv({"step": step, **logs})
+        if self.files:
+            self._csv({"step": step, **logs})
+            self._scalars("train", step, logs)
         if self.mode == "json":
             self.event("step", step=step, total=self.total, eta_s=round(self.eta(step), 1), **logs)
         elif self.mode == "line":
@@ -42,6 +65,12 @@ class Progress:
             eta = self.eta(step)
             self.stream.write(f"\rstep {step}/{self.total} {shown} ETA {_clock(eta) if eta == eta else '?'} ")
             self.stream.flush()
+
+    def evaluation(self, step: int, metrics: dict) -> None:
+        """Validation metrics (both conventions) as an event and as TensorBoard scalars."""
+        if self.files:
+            self._scalars("evaluate", step, metrics)
+        self.event("evaluation", step=step, **metrics)
 
     def event(self, kind: str, **fields) -> None:
         if self.mode == "json":
@@ -51,6 +80,20 @@ class Progress:
             shown = ", ".join(f"{k} {v}" for k, v in fields.items())
             self.stream.write(f"\n{kind}: {shown}\n")
             self.stream.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def _scalars(self, section: str, step: int, values: dict) -> None:
+        if self.writer is None:
+            return
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(f"{section}/{key}", value, step)
+        if section == "evaluate":
+            self.writer.flush()
 
     def _csv(self, row: dict) -> None:
         new = not self.csv_path.is_file()

@@ -10,6 +10,13 @@ best checkpoint is kept; every ``checkpoint.every`` steps (and at the end) a
 checkpoint is written atomically. ``resume=True`` reloads the last checkpoint,
 including data order and random streams, so the run continues as if never
 stopped. bf16 autocast is used on CUDA.
+
+Randomness is keyed to the data: the k-th sample drawn in the run gets its
+augmentation from a generator seeded by (seed, k), and each micro-batch
+reseeds torch's global generator (dropout, diffusion masks) from the position
+of its first sample. So a resumed run and a run split over several processes
+(``distributed``: torchrun, rank 0 alone writes checkpoints, logs and
+progress) draw exactly what one uninterrupted process draws.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +35,15 @@ from x2ct.errors import InputError, X2CTError
 from x2ct.metrics import evaluate as score
 from x2ct.models import build, build_critic
 from x2ct.modelfile import save_model
-from x2ct.training import checkpoint, data, schedules
+from x2ct.training import checkpoint, data, distributed, schedules
 from x2ct.training.augment import augment, check_flip_angles
 from x2ct.training.config import Config, from_dict
 from x2ct.training.progress import Progress
+
+
+def _seed(seed: int, position: int) -> int:
+    """A generator seed for the sample drawn at ``position`` (distinct for distinct seeds and positions)."""
+    return (seed * 1_000_003 + position) % (2**63 - 1)
 
 
 def check_writable(out: Path) -> None:
@@ -67,12 +80,13 @@ def _optimizer(params, config: Config, lr: float):
     return kind(params, lr=lr * scale, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay)
 
 
-def _device(config: Config) -> torch.device:
+def _device(config: Config, local_rank: int = 0) -> torch.device:
     if config.train.device == "cuda" and not torch.cuda.is_available():
         raise InputError("train.device is cuda but no CUDA GPU is available; use auto or cpu.")
-    if config.train.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(config.train.device)
+    kind = config.train.device
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device("cuda", local_rank) if kind == "cuda" else torch.device("cpu")
 
 
 def _check_resumable(saved: dict, config: Config) -> None:
@@ -90,20 +104,37 @@ def _check_resumable(saved: dict, config: Config) -> None:
 
 
 class Trainer:
-    def __init__(self, config: Config, out, progress: str = "line", datasets: tuple | None = None, stream=None):
+    def __init__(self, config: Config, out, progress: str = "line", datasets: tuple | None = None, stream=None,
+                 group: distributed.Group | None = None):
         self.config, self.out = config, Path(out)
-        check_writable(self.out)
+        self.group = group or distributed.Group()
         t = config.train
+        self.shard = distributed.plan(t.batch_size, t.accumulate, self.group.world)
+        problem = None
+        if self.group.main:
+            try:
+                check_writable(self.out)
+            except InputError as error:
+                problem = str(error)
+        problem = self.group.broadcast(problem)
+        if problem:
+            raise InputError(problem)
         if config.augment.flip_p > 0:
             check_flip_angles(config.data.angles)
-        self.device = _device(config)
+        if datasets is None:
+            data.check_source(config.data)
+        self.device = _device(config, self.group.local_rank)
         torch.manual_seed(t.seed)
         self.model = build(config.method, config.preset, **config.model)
+        if self.shard.split == "batch" and self.device.type == "cuda":  # BatchNorm statistics over the global batch
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device).train()
+        self.group.broadcast_parameters(self.model)
         self.schedule = schedules.make(self.model, None, config)
         self.critic = None
         if self.schedule.has_critic:
             self.critic = build_critic(config.method, config.preset, **config.critic).to(self.device).train()
+            self.group.broadcast_parameters(self.critic)
             self.schedule.critic = self.critic
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if t.ema else None
         self.train_set, self.val_set = datasets or data.make(config, self.model.spec)
@@ -115,7 +146,6 @@ class Trainer:
             self.optimizers["critic"] = _optimizer(self.critic.parameters(), config, t.critic_lr or t.lr)
         self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, lr_factor(config)) for k, o in self.optimizers.items()}
         self.sampler = data.Sampler(len(self.train_set), t.seed)
-        self.augment_rng = torch.Generator().manual_seed(t.seed + 1)
         self.step, self.bad_steps, self.best = 0, 0, -math.inf
         self.progress_mode, self.stream = progress, stream
 
@@ -126,7 +156,7 @@ class Trainer:
                  "sampler_position": self.sampler.position, "model": self.model.state_dict(),
                  "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                  "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-                 "torch_rng": torch.get_rng_state(), "augment_rng": self.augment_rng.get_state()}
+                 "torch_rng": torch.get_rng_state()}
         if self.critic is not None:
             state["critic"] = self.critic.state_dict()
         if self.ema is not None:
@@ -148,7 +178,6 @@ class Trainer:
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["torch_rng"])
-        self.augment_rng.set_state(state["augment_rng"])
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
@@ -164,37 +193,56 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------------------------------
 
-    def batch(self) -> dict:
-        items = [self.train_set[self.sampler.next()] for _ in range(self.config.train.batch_size)]
-        batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in data.collate(items).items()}
-        if "views" not in batch:
-            raise InputError(f"{self.config.method} trains on (views, CT) pairs but the dataset yields CTs only.")
-        batch["views"], batch["ct"] = augment(batch["views"], batch["ct"], batch["angles"], self.config.augment,
-                                              self.augment_rng)
-        return batch
+    def micro_batches(self) -> list[tuple[int, dict]]:
+        """This process's micro-batches of the step, each with the run position of its first sample.
+
+        Every process draws the whole global step from the shared sampler (so
+        all stay at the same position) and loads only its own share.
+        """
+        t, first = self.config.train, self.sampler.position
+        order = [self.sampler.next() for _ in range(t.batch_size * t.accumulate)]
+        shares = self.shard.indices(self.group.rank, self.group.world, t.batch_size, t.accumulate)
+        return [(first + share[0], self.batch([(first + i, order[i]) for i in share])) for share in shares]
+
+    def batch(self, drawn: list[tuple[int, int]]) -> dict:
+        """Collated, augmented items ``(position, index)``; sample k's augmentation is seeded by (seed, k)."""
+        items = []
+        for position, index in drawn:
+            item = self.train_set[index]
+            if "views" not in item:
+                raise InputError(f"{self.config.method} trains on (views, CT) pairs but the dataset yields CTs only.")
+            rng = torch.Generator().manual_seed(_seed(self.config.train.seed + 1, position))
+            views, ct = augment(item["views"][None], item["ct"][None], item["angles"][None], self.config.augment, rng)
+            items.append({**item, "views": views[0], "ct": ct[0]})
+        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in data.collate(items).items()}
 
     def autocast(self):
         enabled = self.device.type == "cuda" and self.config.train.bf16
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def train_step(self) -> dict | None:
-        """One optimiser step; returns the logged values, or None when the step was skipped (non-finite)."""
-        t, step = self.config.train, self.step
+        """One optimiser step; returns the logged values, or None when the step was skipped (non-finite).
+
+        Losses are averaged over this process's micro-batches and gradients
+        over the processes, so the step equals one process's over the global batch.
+        """
+        step, count = self.step, self.shard.micro_batches
         critic_due = self.schedule.critic_due(step)
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
         logs: dict[str, float] = {}
         finite = True
-        for _ in range(t.accumulate):
-            batch = self.batch()
+        for position, batch in self.micro_batches():
+            torch.manual_seed(_seed(self.config.train.seed, position))  # dropout, masks: keyed to the data
             if self.critic is not None:
                 self.critic.requires_grad_(False)
             with self.autocast():
-                loss, terms, pred = self.schedule.generator_loss(batch, step, self.augment_rng)
+                loss, terms, pred = self.schedule.generator_loss(batch, step, torch.Generator().manual_seed(
+                    _seed(self.config.train.seed + 2, position)))
             finite &= bool(torch.isfinite(loss))
             if not finite:
                 break
-            (loss / t.accumulate).backward()
+            (loss / count).backward()
             values = {"loss": loss, **terms}
             if critic_due:
                 self.critic.requires_grad_(True)
@@ -203,13 +251,15 @@ class Trainer:
                 finite &= bool(torch.isfinite(critic_loss))
                 if not finite:
                     break
-                (critic_loss / t.accumulate).backward()
+                (critic_loss / count).backward()
                 values["critic_loss"] = critic_loss
             for key, value in values.items():
-                logs[key] = logs.get(key, 0.0) + float(value.detach()) / t.accumulate
+                logs[key] = logs.get(key, 0.0) + float(value.detach()) / count
+        finite = self.group.all_finite(finite, self.device)  # every process skips the same steps
         due = ["generator"] + (["critic"] if critic_due else [])
         for key in due if finite else ():
             params = [p for group in self.optimizers[key].param_groups for p in group["params"]]
+            self.group.average_gradients(params, self.device)
             finite &= bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, math.inf)))
         if not finite:
             for optimizer in self.optimizers.values():
@@ -221,6 +271,7 @@ class Trainer:
             scheduler.step()
         if self.ema is not None:
             self.update_ema()
+        logs = self.group.average_logs(logs, self.device)
         logs["lr"] = self.schedulers["generator"].get_last_lr()[0]
         return logs
 
@@ -254,22 +305,60 @@ class Trainer:
         folder = checkpoint.save(self.out, self.step, self.saved_model, self.state(), self.card(metrics))
         return folder
 
+    def _resume_state(self, resume: bool) -> dict | None:
+        """The last checkpoint's state (read by rank 0, sent to all), after checking it may be continued."""
+        c, out, problem, state = self.config, self.out, None, None
+        if self.group.main:
+            saved_config = out / "config.yaml"
+            try:
+                found = checkpoint.latest(out) if checkpoint.read_pointer(out, checkpoint.LATEST) else None
+                if found and not resume:
+                    raise InputError(f"{out} already holds a training run; pass --resume to continue it or choose "
+                                     "another --out.")
+                if resume and saved_config.is_file():
+                    _check_resumable(yaml.safe_load(saved_config.read_text()), c)
+                state = found[1] if found else None
+                saved_config.write_text(yaml.safe_dump(c.to_dict(), sort_keys=False))
+            except InputError as error:
+                problem = str(error)
+        problem, state = self.group.broadcast((problem, state))
+        if problem:
+            raise InputError(problem)
+        return state
+
     def run(self, resume: bool = False) -> dict:
-        """Train to ``train.steps``; return the final summary."""
-        c, out = self.config, self.out
-        saved_config = out / "config.yaml"
-        found = checkpoint.latest(out) if checkpoint.read_pointer(out, checkpoint.LATEST) else None
-        if found and not resume:
-            raise InputError(f"{out} already holds a training run; pass --resume to continue it or choose another "
-                             "--out.")
-        if resume and saved_config.is_file():
-            _check_resumable(yaml.safe_load(saved_config.read_text()), c)
-        if found:
-            self.load_state(found[1])
-        saved_config.write_text(yaml.safe_dump(c.to_dict(), sort_keys=False))
-        progress = Progress(out, c.train.steps, self.step, self.progress_mode, self.stream)
+        """Train to ``train.steps``; return the final summary (on every process; only rank 0 writes)."""
+        c, out, main = self.config, self.out, self.group.main
+        state = self._resume_state(resume)
+        if state is not None:
+            self.load_state(state)
+        first_step, began = self.step, time.monotonic()
+        progress = Progress(out, c.train.steps, self.step, self.progress_mode if main else "none", self.stream,
+                            files=main)
         progress.event("start", method=c.method, preset=c.preset, step=self.step, total=c.train.steps,
-                       device=str(self.device))
+                       device=str(self.device), processes=self.group.world)
+        try:
+            metrics = self._loop(progress)
+            final = out / "model"
+            if main:
+                save_model(self.saved_model, final, self.card(metrics))
+        finally:
+            progress.close()
+        seconds = time.monotonic() - began
+        done = self.step - first_step
+        summary = {"steps": self.step, "steps_this_run": done, "seconds": round(seconds, 2),
+                   "steps_per_second": round(done / seconds, 4) if seconds > 0 else None,
+                   "processes": self.group.world, "metrics": metrics,
+                   "best": checkpoint.read_pointer(out, checkpoint.BEST) if main else None,
+                   "model": str(final) if main else None, "checkpoints": str(out / "checkpoints") if main else None,
+                   "log": str(progress.csv_path) if main else None,
+                   "tensorboard": str(progress.tensorboard_path) if progress.tensorboard else None}
+        progress.event("done", **summary)
+        return summary
+
+    def _loop(self, progress: Progress) -> dict:
+        """Steps until ``train.steps``; rank 0 evaluates and writes checkpoints. Returns the last metrics."""
+        c, out, main = self.config, self.out, self.group.main
         metrics: dict = {}
         while self.step < c.train.steps:
             logs = self.train_step()
@@ -285,10 +374,10 @@ class Trainer:
             self.step += 1
             progress.update(self.step, logs)
             done = self.step == c.train.steps
-            if self.step % c.evaluate.every == 0 or done:
+            if main and (self.step % c.evaluate.every == 0 or done):
                 metrics = self.evaluate()
-                progress.event("evaluation", step=self.step, **metrics)
-            if self.step % c.checkpoint.every == 0 or done:
+                progress.evaluation(self.step, metrics)
+            if main and (self.step % c.checkpoint.every == 0 or done):
                 value = metrics.get(c.evaluate.best_metric, -math.inf) if metrics else -math.inf
                 improved = value > self.best
                 self.best = max(self.best, value)
@@ -296,21 +385,27 @@ class Trainer:
                 if improved:
                     checkpoint.mark_best(out, self.step, folder, c.evaluate.best_metric, value)
                 checkpoint.prune(out)
-        final = out / "model"
-        save_model(self.saved_model, final, self.card(metrics))
-        summary = {"steps": self.step, "model": str(final), "metrics": metrics,
-                   "best": checkpoint.read_pointer(out, checkpoint.BEST)}
-        progress.event("done", **summary)
-        return summary
+        return metrics
 
 
 def train(config: Config | dict, out, resume: bool = False, steps: int | None = None, progress: str = "line",
           datasets: tuple | None = None, stream=None) -> dict:
-    """Train ``config`` (a Config or a mapping) into ``out``; ``steps`` overrides ``train.steps``."""
+    """Train ``config`` (a Config or a mapping) into ``out``; ``steps`` overrides ``train.steps``.
+
+    Under torchrun (WORLD_SIZE > 1 in the environment) this process joins the
+    run's process group and trains its share of every global batch.
+    """
     if isinstance(config, dict):
         config = from_dict(config)
     if steps is not None:
         if steps < 1:
             raise InputError(f"--steps must be >= 1, got {steps}.")
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=steps))
-    return Trainer(config, out, progress, datasets, stream).run(resume)
+    group = distributed.Group.from_env(_device(config).type)
+    try:
+        summary = Trainer(config, out, progress, datasets, stream, group).run(resume)
+    except BaseException:
+        group.close(wait=False)
+        raise
+    group.close()
+    return summary

@@ -1,0 +1,94 @@
+"""What a run reports: TensorBoard scalars next to log.csv, the final summary, and start-up messages."""
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from x2ct.errors import InputError
+from x2ct.training import config as cfg
+from x2ct.training import progress as progress_module
+from x2ct.training import train
+
+
+class Pairs(torch.utils.data.Dataset):
+    """Random 16^3 CTs with their mean projections as the frontal and lateral views."""
+
+    def __init__(self, n):
+        g = torch.Generator().manual_seed(n)
+        self.items = []
+        for i in range(n):
+            ct = torch.rand(1, 16, 16, 16, generator=g)
+            views = torch.stack([ct[0].mean(1), ct[0].mean(2)])
+            self.items.append({"ct": ct, "views": views / views.amax(), "angles": torch.tensor([0.0, 90.0]),
+                               "hu_range": torch.tensor([-1024.0, 1476.0]), "id": f"c{i}"})
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def tiny(steps=2):
+    c = cfg.load("x2ct-cnn-tiny").to_dict()
+    c["train"]["steps"] = steps
+    return c
+
+
+def test_tensorboard_events_hold_losses_lr_and_both_metric_conventions(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    stream = io.StringIO()
+    summary = train(tiny(), tmp_path, progress="json", datasets=(Pairs(3), Pairs(1)), stream=stream)
+    files = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(files) == 1
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/mse", "train/projection", "train/lr"} <= tags
+    assert {"evaluate/x2ct.psnr_3d_db", "evaluate/honest.psnr_db", "evaluate/honest.ssim_3d"} <= tags
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    csv_rows = (tmp_path / "log.csv").read_text().splitlines()
+    first_loss = float(csv_rows[1].split(",")[csv_rows[0].split(",").index("loss")])
+    assert events.Scalars("train/loss")[0].value == pytest.approx(first_loss, rel=1e-6)
+    assert events.Scalars("evaluate/honest.psnr_db")[-1].value == pytest.approx(
+        summary["metrics"]["honest.psnr_db"], rel=1e-6)
+    done = json.loads(stream.getvalue().splitlines()[-1])
+    assert done["event"] == "done" and done["tensorboard"] == str(tmp_path / "tensorboard")
+
+
+def test_summary_names_steps_time_speed_best_and_paths(tmp_path):
+    summary = train(tiny(), tmp_path, progress="none", datasets=(Pairs(3), Pairs(1)))
+    assert (summary["steps"], summary["steps_this_run"], summary["processes"]) == (2, 2, 1)
+    assert summary["seconds"] > 0 and summary["steps_per_second"] == pytest.approx(2 / summary["seconds"], rel=0.05)
+    assert summary["best"]["metric"] == "honest.psnr_db" and summary["best"]["step"] == 2
+    for key in ("model", "checkpoints", "log", "tensorboard"):
+        assert Path(summary[key]).exists(), key
+
+
+def test_without_tensorboard_a_note_is_given_once_and_csv_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(progress_module, "_writer", lambda folder: None)
+    stream = io.StringIO()
+    summary = train(tiny(), tmp_path, progress="json", datasets=(Pairs(3), Pairs(1)), stream=stream)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    notes = [e for e in events if e["event"] == "note"]
+    assert len(notes) == 1 and "tensorboard is not installed" in notes[0]["text"]
+    assert summary["tensorboard"] is None and not (tmp_path / "tensorboard").exists()
+    assert (tmp_path / "log.csv").read_text().count("\n") == 3
+
+
+@pytest.mark.parametrize("name", ["x2ct-cnn-paper", "henzler-paper", "projection-gan-paper"])
+def test_paper_config_placeholder_names_the_field_before_building(tmp_path, name):
+    with pytest.raises(InputError, match=r"data\.source is still the placeholder .*put the path of the folder of "
+                                         r"X2CT-GAN HDF5"):
+        train(cfg.load(name), tmp_path, progress="none")
+
+
+def test_missing_data_source_names_the_field(tmp_path):
+    c = tiny()
+    c["data"] = {"kind": "ct-folder", "source": str(tmp_path / "nowhere")}
+    with pytest.raises(InputError, match=r"data\.source: .*nowhere does not exist"):
+        train(c, tmp_path / "run", progress="none")

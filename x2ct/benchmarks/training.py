@@ -1,0 +1,257 @@
+"""Training speed and peak memory of every trainable method (issue 5's performance question).
+
+How many optimiser steps per second does each method's published schedule
+run at preset ``small`` on 2 CPU cores (and at ``paper`` on a GPU when there
+is one), batch 1, and what does that say about Repeat-and-Concatenate's goal:
+its 5,000-step schedule in under 2.8 hours on one H100?
+
+Each (method, preset, device) runs in a fresh child process
+(``python -m x2ct.benchmarks.training --one METHOD PRESET --json``) so its
+peak memory is its own and a failure or a time-out is reported, not fatal.
+The child reads the method's paper config (its optimiser, EMA, k critic
+steps, loss weights, augmentation), sets the preset, batch 1 and simulated
+data, makes the cases first (timed apart: 'data'), then runs ``warm_up``
+trainer steps and times ``steps`` more (``Trainer.train_step``: augmentation,
+forward, losses, backward, all-reduce-free optimiser and EMA steps; no
+evaluation and no checkpoints).
+
+    python -m x2ct.benchmarks.training                    # the section as Markdown
+    python -m x2ct.benchmarks.training --one repeat-concat small --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+from x2ct.benchmarks import peak_rss_mib
+from x2ct.benchmarks.models import _is_out_of_memory, pin_cores
+
+TITLE = "Training: steps per second and memory"
+
+THREADS = 2
+STEPS, WARM_UP = 3, 1
+TIME_LIMIT = {"tiny": 120, "small": 600, "paper": 900}  # seconds per child process
+GOAL_STEPS, GOAL_HOURS, PAPER_HOURS = 5001, 2.8, 28.0  # Repeat-and-Concatenate: 5,000 steps, 28 h on a TITAN RTX
+GB = 1e9
+
+
+def trainable() -> list[str]:
+    from x2ct.training.schedules import FAMILIES
+
+    return sorted(FAMILIES)
+
+
+def benchmark_config(method: str, preset: str, device: str = "cpu"):
+    """The method's published schedule (its paper config) at ``preset``, batch 1, on simulated cases."""
+    from x2ct.training import config as cfg
+
+    base = cfg.load(f"{method}-paper" if f"{method}-paper" in cfg.shipped_names() else f"{method}-tiny").to_dict()
+    base["preset"] = preset
+    base["data"] = {"kind": "simulated", "train_count": 2, "validation_count": 1,
+                    "angles": base["data"].get("angles", [0.0, 90.0])}
+    base["train"].update(batch_size=1, accumulate=1, device=device)
+    return cfg.from_dict(base)
+
+
+class Cases(torch.utils.data.Dataset):
+    """Cases held in memory, so the timed steps do not simulate or project anything."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+
+def measure(method: str, preset: str, device: str = "cpu", steps: int = STEPS, warm_up: int = WARM_UP,
+            threads: int = THREADS) -> dict:
+    """Time ``steps`` training steps after ``warm_up`` of ``method`` at ``preset`` on ``device``, batch 1."""
+    from x2ct.models import count_parameters
+    from x2ct.training import data
+    from x2ct.training.trainer import Trainer
+
+    torch.set_num_threads(threads)
+    config = benchmark_config(method, preset, device)
+    started = time.perf_counter()
+    spec = _spec(method, preset)
+    train_set, val_set = data.make(config, spec)
+    cases = Cases([train_set[i] for i in range(len(train_set))])
+    data_seconds = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(config, out, progress="none", datasets=(cases, Cases([val_set[0]])))
+        target = trainer.device
+        if target.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(target)
+        for _ in range(warm_up):
+            trainer.train_step()
+            trainer.step += 1
+        _sync(target)
+        begin = time.perf_counter()
+        for _ in range(steps):
+            if trainer.train_step() is None:
+                raise RuntimeError(f"step {trainer.step} had a non-finite loss")
+            trainer.step += 1
+        _sync(target)
+        seconds = time.perf_counter() - begin
+        result = {"name": method, "preset": preset, "device": target.type, "steps": steps, "warm_up": warm_up,
+                  "threads": threads, "parameters": count_parameters(trainer.model),
+                  "critic_parameters": count_parameters(trainer.critic) if trainer.critic is not None else 0,
+                  "volume_size": spec.volume_size, "view_size": spec.view_size,
+                  "k": config.train.generator_steps_per_critic_step if trainer.critic is not None else None,
+                  "seconds_per_step": seconds / steps, "steps_per_second": steps / seconds,
+                  "data_seconds_per_case": data_seconds / len(cases)}
+    if target.type == "cuda":
+        result["gpu_peak_bytes"] = torch.cuda.max_memory_allocated(target)
+        result["gpu"] = torch.cuda.get_device_name(target)
+    else:
+        result["peak_rss_bytes"] = peak_rss_mib() * 2**20
+    return result
+
+
+def _spec(method: str, preset: str):
+    """The model's sizes, read from a network built on the meta device when its builder allows."""
+    from x2ct.models import build
+
+    try:
+        with torch.device("meta"):
+            return build(method, preset).spec
+    except Exception:  # a builder that needs real tensors
+        return build(method, preset).spec
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_in_child(method: str, preset: str, device: str = "cpu", steps: int = STEPS,
+                     time_limit: float = 600) -> dict:
+    """Run ``measure`` in a fresh interpreter; failures and time-outs come back as ``{"error": ...}``."""
+    command = [sys.executable, "-m", "x2ct.benchmarks.training", "--one", method, preset, "--device", device,
+               "--steps", str(steps), "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
+    failed = {"name": method, "preset": preset, "device": device}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=time_limit, env=env)
+    except subprocess.TimeoutExpired:
+        return {**failed, "error": f"over the {time_limit:g} s time limit"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if lines:
+        return json.loads(lines[-1])
+    if done.returncode < 0:
+        return {**failed, "error": f"killed by signal {-done.returncode} (out of memory?)"}
+    last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return {**failed, "error": f"exit code {done.returncode}: {last[:200]}"}
+
+
+def run(quick: bool = False, methods: list[str] | None = None) -> str:
+    """``small`` on the CPU for every method and ``paper`` on CUDA when available; ``quick``: x2ct-cnn tiny only."""
+    if quick:
+        methods, cpu_preset, steps = methods or ["x2ct-cnn"], "tiny", 2
+    else:
+        methods, cpu_preset, steps = methods or trainable(), "small", STEPS
+    gpu = torch.cuda.is_available() and not quick
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    rows = []
+    for method in methods:
+        cpu = measure_in_child(method, cpu_preset, "cpu", steps, TIME_LIMIT[cpu_preset])
+        cuda = measure_in_child(method, "paper", "cuda", steps, TIME_LIMIT["paper"]) if gpu else None
+        rows.append({"name": method, "cpu": cpu, "cuda": cuda})
+    load = None if load_before is None else (load_before, os.getloadavg()[0])
+    return render(rows, cpu_preset, steps, gpu, load)
+
+
+def _cell(result: dict | None, key: str, scale: float = 1.0, digits: int = 2) -> str:
+    if result is None:
+        return "no GPU"
+    if "error" in result:
+        return result["error"].replace("|", "/")
+    return f"{result[key] / scale:.{digits}f}"
+
+
+def render(rows: list[dict], cpu_preset: str, steps: int, gpu: bool, load=None) -> str:
+    header = ["method", "parameters (critic)", f"CPU {cpu_preset}: steps/s", "s/step", "peak RSS (GB)",
+              "data s/case", "GPU paper: steps/s", "GPU peak (GB)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cpu, cuda = row["cpu"], row["cuda"]
+        size = "" if "error" in cpu else (f"{cpu['parameters'] / 1e6:.2f} M"
+                                          + (f" ({cpu['critic_parameters'] / 1e6:.2f} M)" if cpu["critic_parameters"]
+                                             else ""))
+        lines.append("| " + " | ".join([
+            row["name"], size, _cell(cpu, "steps_per_second", digits=3), _cell(cpu, "seconds_per_step"),
+            _cell(cpu, "peak_rss_bytes", GB), _cell(cpu, "data_seconds_per_case", digits=1),
+            _cell(cuda, "steps_per_second", digits=3), _cell(cuda, "gpu_peak_bytes", GB)]) + " |")
+    needed = GOAL_STEPS / (GOAL_HOURS * 3600)
+    notes = [
+        "Command: `x2ct benchmark --only training` (or `python -m x2ct.benchmarks.training`); one method: "
+        "`python -m x2ct.benchmarks.training --one METHOD PRESET --json`.",
+        f"Each method's paper config (optimiser, EMA, loss weights, k generator steps per critic step, "
+        f"augmentation) at preset {cpu_preset} (CPU, {THREADS} threads pinned to {THREADS} cores) and paper "
+        f"(GPU, bf16 autocast), batch 1, no accumulation, simulated cases made before the timing ('data s/case': "
+        f"simulation and DRR views, per case); {WARM_UP} warm-up step, then the mean of {steps} timed steps "
+        "(augmentation, forward, losses, backward, optimiser, EMA; no evaluation, no checkpoint writes). The "
+        "critic trains at steps that are multiples of k (the warm-up is step 0), so with k > 1 (repeat-concat: "
+        "10) the timed steps are generator-only and the long-run rate is a little lower (one critic update "
+        "per k steps). code-diffusion: its prior stage (its paper config has stage1_steps 0).",
+        "Peak RSS: the child process's maximum resident memory (Python, torch, the cases). GPU peak: "
+        "torch.cuda.max_memory_allocated.",
+        f"Goal (issue 5): Repeat-and-Concatenate's {GOAL_STEPS}-step schedule in under {GOAL_HOURS:g} h on one "
+        f"H100 (the paper: {PAPER_HOURS:g} h on a TITAN RTX), i.e. at least {needed:.3f} steps/s at its batch "
+        "of 8 and 64^3 (the 'paper' preset). Only a GPU measurement at paper settings can check it.",
+    ]
+    rc = next((row["cpu"] for row in rows if row["name"] == "repeat-concat" and "error" not in row["cpu"]), None)
+    if rc is not None:
+        hours = GOAL_STEPS / rc["steps_per_second"] / 3600
+        notes.append(f"On this CPU, repeat-concat {cpu_preset} ({rc['volume_size']}^3, batch 1) runs "
+                     f"{rc['steps_per_second']:.3f} steps/s: the {GOAL_STEPS}-step schedule would take "
+                     f"{hours:.1f} h at this size and batch 1, which says nothing about the H100 goal at paper "
+                     "settings.")
+    if not gpu:
+        notes.append("No GPU in this run: the GPU columns say 'no GPU'; no GPU numbers are given.")
+    if load is not None:
+        notes.append(f"Load average (1 min) before / after: {load[0]:.1f} / {load[1]:.1f} on {os.cpu_count()} "
+                     "cores; other work on the machine slows the CPU timings.")
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {note}" for note in notes) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m x2ct.benchmarks.training", description=__doc__.split("\n")[0])
+    parser.add_argument("--one", nargs=2, metavar=("METHOD", "PRESET"), help="measure one method in this process")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--steps", type=int, default=STEPS, help="timed steps after the warm-up")
+    parser.add_argument("--json", action="store_true", help="with --one: print the result as one JSON line")
+    parser.add_argument("--quick", action="store_true", help="x2ct-cnn at tiny only")
+    args = parser.parse_args(argv)
+    if args.one is None:
+        print(run(quick=args.quick))
+        return 0
+    method, preset = args.one
+    if args.device == "cpu":
+        pin_cores(THREADS)
+    try:
+        result = measure(method, preset, device=args.device, steps=args.steps)
+    except Exception as error:  # reported in the table, not raised
+        text = str(error).strip()
+        message = f"{type(error).__name__}: {text.splitlines()[0][:160]}" if text else type(error).__name__
+        result = {"name": method, "preset": preset, "device": args.device,
+                  "error": "out of memory" if isinstance(error, MemoryError) or _is_out_of_memory(message) else message}
+        print(json.dumps(result) if args.json else result["error"])
+        return 1
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
