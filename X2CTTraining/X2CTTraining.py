@@ -24,6 +24,7 @@ _make_core_importable()
 import pathlib  # noqa: E402
 from typing import Annotated  # noqa: E402
 
+import qt  # noqa: E402
 import slicer  # noqa: E402
 import vtk  # noqa: E402
 from slicer.i18n import tr as _  # noqa: E402
@@ -35,13 +36,32 @@ from slicer.ScriptedLoadableModule import (  # noqa: E402
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin  # noqa: E402
-from X2CTTrainingLib.logic import TrainingLogic  # noqa: E402
+from X2CTTrainingLib.logic import SIMULATED, TrainingLogic, formatEta  # noqa: E402
 
 from x2ct.errors import X2CTError  # noqa: E402
 
-#: Model size presets; must equal x2ct.models.registry.PRESETS (checked by Testing/slicer). Spelled out
+#: Model size presets; must equal x2ct.models.registry.PRESETS (checked by Testing/headless_slicer). Spelled out
 #: here because importing the registry needs PyTorch, which must not load when Slicer starts.
 PRESETS = ["paper", "small", "tiny"]
+
+PAPERS = """
+<ul>
+<li>A. Corona-Figueroa, H. P. H. Shum, C. G. Willcocks: <i>Repeat and Concatenate: 2D to 3D Image
+Translation with 3D to 3D Generative Modeling</i> (neural optimal transport schedule).</li>
+<li>Adwait, Avantika, Harshvardhan, Shivam: <i>3D Reconstruction of 2D Medical Images using
+Unsupervised GANs</i> (building on X2CT-GAN; the projection GAN).</li>
+<li>A. Corona-Figueroa, S. Bond-Taylor, N. Bhowmik, Y. F. A. Gaus, T. P. Breckon, H. P. H. Shum,
+C. G. Willcocks: <i>Unaligned 2D to 3D Translation with Conditional Vector-Quantized Code Diffusion
+using Transformers</i> (two-stage code diffusion).</li>
+<li>Z. Zhang, Y. Ying: <i>DuoLift-GAN: Reconstructing CT from Single-view and Biplanar X-Rays with
+Generative Adversarial Networks</i> (DuoLift-CNN/GAN; its X2CT-CNN/GAN retraining).</li>
+<li>P. Henzler, V. Rasche, T. Ropinski, T. Ritschel: <i>Single-image Tomography: 3D Volumes from
+2D Cranial X-Rays.</i></li>
+</ul>
+"""
+CONSOLE_ONE_LINER = (
+    'slicer.util.getModuleLogic("X2CTTraining").train("/data/cts", "x2ct-cnn", "small", 1000, "/runs/a")'
+)
 
 
 class X2CTTraining(ScriptedLoadableModule):
@@ -54,14 +74,19 @@ class X2CTTraining(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["X2CT developers"]
         self.parent.helpText = _(
-            "Train or fine-tune an X2CT reconstruction model on a folder of CT volumes: choose the method, "
+            "Train or fine-tune an X2CT reconstruction model on a folder of CT volumes (NIfTI, NRRD, MHA), a "
+            "LIDC-style DICOM tree or the X2CT HDF5 files, or on the built-in simulator: choose the method, "
             "a size preset (tiny for a quick check, small, or the paper's size), the number of steps and "
-            "where checkpoints and the trained model go. The panel checks the set-up before anything runs."
-            "<br><b>Research use only, not for diagnosis.</b>"
+            "where checkpoints and the trained model go. Training runs in a background process with the "
+            "method's published schedule; the progress bar shows the ETA and the plot the losses. "
+            "<b>Cancel</b> stops it and keeps the last checkpoint; tick <b>Resume</b> to continue it. "
+            "The trained model (OUTPUT/model) loads in the X2CT Reconstruction module.<br>"
+            "From the Python console, one blocking call does the same and returns the summary:<br><code>"
+            + CONSOLE_ONE_LINER + "</code><br>(the dataset folder may be \"simulated\").<br>"
+            "<b>Research use only, not for diagnosis.</b>"
         )
         self.parent.acknowledgementText = _(
-            "The methods follow the papers listed in the X2CT Reconstruction module. "
-            "Built on PyTorch and MONAI."
+            "The training schedules follow these papers:" + PAPERS + "Built on PyTorch and MONAI."
         )
 
 
@@ -70,18 +95,21 @@ class X2CTTrainingParameterNode:
     """The panel's state, saved with the scene."""
 
     datasetFolder: pathlib.Path
+    simulated: bool = False
     preset: Annotated[str, Choice(PRESETS)] = "small"
     steps: Annotated[int, WithinRange(1, 10_000_000)] = 1000
     outputFolder: pathlib.Path
+    resume: bool = False
 
 
 class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Binds the .ui to the parameter node and shows what the set-up still lacks."""
+    """Binds the .ui to the parameter node, starts and follows a run through the logic; no processing here."""
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
+        self.run = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
 
@@ -96,9 +124,18 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.methodComboBox.connect("currentIndexChanged(int)", self.updateStatus)
+        self.ui.startButton.connect("clicked(bool)", self.onStart)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        # Polling keeps Slicer responsive: the run reports through a pipe, read here a few times a second.
+        self.timer = qt.QTimer()
+        self.timer.setInterval(300)
+        self.timer.connect("timeout()", self.onTimer)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        self.timer.stop()
+        if self.run is not None and not self.run.finished:
+            self.run.cancel()  # never leave a training process behind when Slicer closes
         self.removeObservers()
 
     def enter(self) -> None:
@@ -137,18 +174,67 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except X2CTError as error:
             self.ui.statusLabel.text = str(error)
 
+    def settings(self) -> tuple:
+        """(dataset, method, preset, steps, output folder, resume) as the logic takes them."""
+        p = self._parameterNode
+        dataset = SIMULATED if p.simulated else p.datasetFolder
+        return dataset, self.ui.methodComboBox.currentText, p.preset, p.steps, p.outputFolder, p.resume
+
+    def running(self) -> bool:
+        return self.run is not None and not self.run.finished
+
     def updateStatus(self, caller=None, event=None) -> None:
-        """Say what the training set-up still lacks."""
+        """Enable what can be done now and say what the training set-up still lacks."""
         if self._parameterNode is None:
             return
-        parameters = self._parameterNode
+        self.ui.datasetPathLineEdit.enabled = not self._parameterNode.simulated
+        self.ui.cancelButton.enabled = self.running()
+        if self.running():
+            self.ui.startButton.enabled = False
+            return
         try:
-            problems = self.logic.settingsProblems(
-                parameters.datasetFolder, self.ui.methodComboBox.currentText, parameters.preset,
-                parameters.steps, parameters.outputFolder)
+            problems = self.logic.settingsProblems(*self.settings())
         except X2CTError as error:
             problems = [str(error)]
-        self.ui.statusLabel.text = "\n".join(problems) or _("Set-up is complete.")
+        self.ui.startButton.enabled = not problems
+        last = [_("Last run: ") + self.run.statusText()] if self.run is not None else []
+        self.ui.statusLabel.text = "\n".join(last + (problems or [_("Set-up is complete.")]))
+
+    def onStart(self) -> None:
+        try:
+            self.run = self.logic.startTraining(*self.settings(), onDone=self.onDone)
+        except X2CTError as error:
+            self.ui.statusLabel.text = str(error)
+            return
+        if self.run.lossCurve is not None:
+            slicer.modules.plots.logic().ShowChartInLayout(self.run.lossCurve.chartNode)
+        self.ui.progressBar.value = 0
+        self.ui.progressBar.format = "%p%"
+        self.ui.statusLabel.text = _("Training started in the background; the first step can take a while.")
+        self.timer.start()
+        self.updateStatus()
+
+    def onCancel(self) -> None:
+        if self.running():
+            self.ui.statusLabel.text = _("Cancelling...")
+            slicer.app.processEvents()
+            self.run.cancel()
+
+    def onTimer(self) -> None:
+        if self.run is None:
+            self.timer.stop()
+            return
+        self.run.poll()
+        if not self.run.finished:
+            self.ui.progressBar.value = int(round(100 * self.run.fraction))
+            self.ui.progressBar.format = "%p%" + _(", ETA ") + formatEta(self.run.eta_s)
+            self.ui.statusLabel.text = self.run.statusText()
+
+    def onDone(self, run) -> None:
+        self.timer.stop()
+        self.ui.progressBar.value = int(round(100 * run.fraction))
+        self.ui.progressBar.format = "%p%"
+        self.updateStatus()  # shows the outcome (or the error) and what the next run needs
 
 
 class X2CTTrainingLogic(ScriptedLoadableModuleLogic, TrainingLogic):
@@ -171,6 +257,8 @@ class X2CTTrainingTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_SettingsProblems()
+        self.setUp()
+        self.test_TrainTinyOnSimulatedData()
 
     def test_SettingsProblems(self):
         logic = X2CTTrainingLogic()
@@ -181,6 +269,27 @@ class X2CTTrainingTest(ScriptedLoadableModuleTest):
         (dataset / "case-000.nii.gz").write_bytes(b"")
         output = dataset.parent / (dataset.name + "-model")
         self.assertEqual(logic.settingsProblems(dataset, methods[0], "tiny", 10, output), [])
+        self.assertEqual(logic.dataKind(dataset), "ct-folder")
         problems = logic.settingsProblems("", "no-such-method", "huge", 0, dataset)
         self.assertEqual(len(problems), 4)
+        self.assertEqual(len(logic.settingsProblems(SIMULATED, methods[0], "tiny", 10, output, resume=True)), 1)
         self.delayDisplay("Training set-up checks passed")
+
+    def test_TrainTinyOnSimulatedData(self):
+        """Two steps of x2ct-cnn (tiny) on simulated data, in the background process, through the logic."""
+        logic = X2CTTrainingLogic()
+        output = pathlib.Path(slicer.util.tempDirectory()) / "run"
+        progress = []
+        run = logic.startTraining(SIMULATED, "x2ct-cnn", "tiny", 2, output,
+                                  onProgress=lambda r: progress.append(r.step))
+        summary = run.wait(timeout=300)
+        self.assertEqual(summary["steps"], 2)
+        self.assertTrue((pathlib.Path(summary["model"]) / "model.safetensors").is_file())
+        self.assertIn("honest.psnr_db", summary["metrics"])
+        self.assertEqual(progress[-1], 2)
+        self.assertTrue(logic.resumableRun(output))
+        rows = run.lossCurve.rows()
+        self.assertEqual([row["step"] for row in rows], [1.0, 2.0])
+        self.assertIn("loss", rows[0])
+        self.assertEqual(run.lossCurve.chartNode.GetNumberOfPlotSeriesNodes(), len(rows[0]) - 1)
+        self.delayDisplay("Two training steps ran in the background")

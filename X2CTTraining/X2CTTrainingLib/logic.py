@@ -1,22 +1,40 @@
-"""What the X2CT Training module decides, without Qt: which methods and presets exist, and
-whether a training set-up is usable.
+"""What the X2CT Training module does, without Qt: check a set-up, write its config, run it in the background.
+
+Training runs as a child process (``x2ct train --progress json``, started by
+``x2ct.jobs.Job`` with Slicer's PythonSlicer), so Slicer stays responsive, a
+crash cannot take Slicer down, and a cancel stops the whole process tree. A
+``TrainingRun`` turns the JSON-lines events into step, ETA, losses (also as an
+MRML loss curve) and evaluations whenever it is polled.
 
 The module's Logic class (in ``X2CTTraining.py``) adds Slicer's parameter-node
-plumbing on top of this class, so that all of it runs, and is tested,
-headless. The model registry is imported on first use, not at import time:
-it needs PyTorch, which Slicer gets through the PyTorch extension.
+plumbing on top of ``TrainingLogic``, so that all of it runs, and is tested,
+headless. PyTorch is imported on first use, not at import time: Slicer gets it
+through the PyTorch extension, which may not be installed yet.
 """
 
 from __future__ import annotations
 
+import collections
+import math
 import os
+import sys
+import time
 from pathlib import Path
 
-from x2ct.errors import X2CTError
+import yaml
+
+from x2ct import jobs
+from x2ct.errors import InputError, X2CTError
+
+#: The dataset "folder" that means: train on the pseudo-patient simulator.
+SIMULATED = "simulated"
+HDF5_SUFFIXES = (".h5", ".hdf5")
+#: Keys of a step event that are not losses.
+_NOT_LOSSES = {"event", "step", "total", "eta_s"}
 
 
 class TrainingLogic:
-    """Lists the trainable methods and checks a training set-up before anything runs."""
+    """Lists the trainable methods, checks a training set-up, and starts, follows and resumes runs."""
 
     def methodNames(self) -> list[str]:
         """Names of the registered reconstruction methods (x2ct.models.registry)."""
@@ -26,16 +44,21 @@ class TrainingLogic:
         """Model size presets, largest first."""
         return tuple(_registry().PRESETS)
 
-    def settingsProblems(self, datasetFolder, method: str, preset: str, steps: int, outputFolder) -> list[str]:
+    def settingsProblems(self, datasetFolder, method: str, preset: str, steps: int, outputFolder,
+                         resume: bool = False) -> list[str]:
         """Why this set-up cannot be trained, one line each (empty: it can)."""
         problems = []
         dataset = _chosen(datasetFolder)
         if dataset is None:
-            problems.append("Choose the dataset folder.")
-        elif not dataset.is_dir():
-            problems.append(f"Dataset folder {dataset} does not exist.")
-        elif not any(dataset.iterdir()):
-            problems.append(f"Dataset folder {dataset} is empty.")
+            problems.append("Choose the dataset folder (or the simulator).")
+        elif str(dataset) != SIMULATED:
+            if not dataset.is_dir():
+                problems.append(f"Dataset folder {dataset} does not exist.")
+            else:
+                try:
+                    self.dataKind(dataset)
+                except InputError as error:
+                    problems.append(str(error))
         methods = self.methodNames()
         if method not in methods:
             problems.append(f"Choose a method ({', '.join(methods)}); got {method!r}.")
@@ -48,15 +71,275 @@ class TrainingLogic:
             problems.append("Choose the output folder for checkpoints and the trained model.")
         else:
             problems.extend(_writable_folder_problem(output))
-            if dataset is not None and output.resolve() == dataset.resolve():
+            if dataset is not None and str(dataset) != SIMULATED and output.resolve() == dataset.resolve():
                 problems.append("The output folder is the dataset folder; choose a separate folder.")
+            problems.extend(self._runProblems(output, method, preset, resume))
         return problems
+
+    def dataKind(self, datasetFolder) -> str:
+        """The training config's ``data.kind`` for a folder (or ``"simulated"``), from the first data file found.
+
+        CT volumes (NIfTI, NRRD, MHA/MHD) make a ct-folder, ``.h5`` files the X2CT
+        HDF5 release, DICOM files (``.dcm`` or extensionless with the DICM
+        preamble) a LIDC-style dicom-tree.
+        """
+        if str(datasetFolder).strip() == SIMULATED:
+            return SIMULATED
+        from x2ct.data.datasets import CT_SUFFIXES
+
+        folder = Path(datasetFolder)
+        for root, dirs, files in os.walk(folder):
+            dirs.sort()
+            for name in sorted(files):
+                lower = name.lower()
+                if name.startswith("."):
+                    continue
+                if lower.endswith(CT_SUFFIXES):
+                    return "ct-folder"
+                if lower.endswith(HDF5_SUFFIXES):
+                    return "x2ct-hdf5"
+                if lower.endswith(".dcm") or ("." not in name and _isDicom(Path(root) / name)):
+                    return "dicom-tree"
+        raise InputError(f"Dataset folder {folder} holds no CT volumes ({', '.join(CT_SUFFIXES)}), DICOM series "
+                         "or X2CT .h5 files; choose a folder of training CTs, or the simulator.")
+
+    def resumableRun(self, outputFolder) -> bool:
+        """Whether ``outputFolder`` holds a training run with a complete checkpoint to continue from."""
+        from x2ct.training import checkpoint
+
+        out = _chosen(outputFolder)
+        if out is None or not (out / "config.yaml").is_file():
+            return False
+        try:
+            pointer = checkpoint.read_pointer(out, checkpoint.LATEST)
+        except (OSError, ValueError):
+            return False
+        return bool(pointer) and (out / pointer["folder"] / checkpoint.STATE).is_file()
+
+    def writeConfig(self, datasetFolder, method: str, preset: str, steps: int, outputFolder) -> Path:
+        """Write ``<outputFolder>/config.yaml``: the method's shipped config with this data, preset and steps.
+
+        The shipped ``<method>-<preset>.yaml`` is the base when it exists, else the
+        nearest preset's (ties go to the larger, published one: ``small`` trains
+        with the paper's schedule). The result is validated before it is written.
+        """
+        from x2ct.training import config as configs
+
+        out = Path(outputFolder)
+        if self.resumableRun(out):
+            raise InputError(f"{out} already holds a training run; resume it or choose another output folder.")
+        base = _shippedConfig(method, preset, self.presetNames())
+        data = yaml.safe_load(base.read_text()) or {}
+        data["preset"] = preset
+        kind = self.dataKind(datasetFolder)
+        data["data"] = {**data.get("data", {}), "kind": kind}
+        if kind == SIMULATED:
+            data["data"].pop("source", None)
+        else:
+            data["data"]["source"] = str(Path(datasetFolder).resolve())
+        data.setdefault("train", {})["steps"] = int(steps)
+        configs.from_dict(data)  # a wrong field fails here, naming it, and nothing is written
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "config.yaml"
+        header = f"# Written by the X2CT Training module from {base.name} ({kind} data, {steps} steps).\n"
+        path.write_text(header + yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    def startTraining(self, datasetFolder, method: str, preset: str, steps: int, outputFolder, resume: bool = False,
+                      onProgress=None, onDone=None) -> "TrainingRun":
+        """Start ``x2ct train`` in the background and return its TrainingRun (poll it, or wait for it).
+
+        With ``resume`` the run in ``outputFolder`` continues from its last
+        checkpoint with its own config.yaml, up to ``steps``. A set-up problem
+        raises InputError and starts nothing. ``onProgress(run)`` is called on
+        each polled step, ``onDone(run)`` once when the process has ended.
+        """
+        problems = self.settingsProblems(datasetFolder, method, preset, steps, outputFolder, resume)
+        if problems:
+            raise InputError(" ".join(problems))
+        out = Path(outputFolder).resolve()
+        config = out / "config.yaml" if resume else self.writeConfig(datasetFolder, method, preset, steps, out)
+        args = ["train", "--config", str(config), "--out", str(out), "--steps", str(int(steps)), "--progress", "json"]
+        if resume:
+            args.append("--resume")
+        scene = _mrmlScene()
+        curve = None
+        if scene is not None:
+            from .losscurve import LossCurve
+
+            curve = LossCurve(scene, f"X2CT training {method}-{preset} ({out.name})")
+        return TrainingRun(jobs.Job(args), out, int(steps), curve, onProgress, onDone)
+
+    def train(self, datasetFolder, method: str, preset: str, steps: int, outputFolder, resume: bool = False) -> dict:
+        """Blocking one-liner for the Python console: train and return the summary (raises X2CTError on failure)."""
+        return self.startTraining(datasetFolder, method, preset, steps, outputFolder, resume).wait()
+
+    def _runProblems(self, output: Path, method: str, preset: str, resume: bool) -> list[str]:
+        """A new run needs an output folder without a run; a resumed one needs its run, of the chosen method."""
+        if not output.is_dir():
+            return [f"Nothing to resume: {output} does not exist."] if resume else []
+        resumable = self.resumableRun(output)
+        if not resume:
+            if resumable:
+                return [f"Output folder {output} already holds a training run; tick Resume to continue it, or "
+                        "choose another folder."]
+            return []
+        if not resumable:
+            return [f"Nothing to resume: {output} holds no training checkpoint; untick Resume to start afresh."]
+        saved = yaml.safe_load((output / "config.yaml").read_text()) or {}
+        if (saved.get("method"), saved.get("preset")) != (method, preset):
+            return [f"The run in {output} trains {saved.get('method')} ({saved.get('preset')}); choose that method "
+                    "and preset to resume it."]
+        return []
+
+
+class TrainingRun:
+    """A training process as it goes: call ``poll()`` periodically (a QTimer, or ``wait``).
+
+    After a poll: ``step``/``total``, ``eta_s`` (NaN before the first step),
+    ``losses`` [(step, {name: value})], ``evaluations`` [{step, metric: value}],
+    ``lossCurve`` (MRML table + chart, None without a scene), ``finished``,
+    ``summary`` (the final {steps, model, metrics, best}), ``error`` (one line).
+    """
+
+    def __init__(self, job, outputFolder: Path, total: int, lossCurve=None, onProgress=None, onDone=None):
+        self.job, self.outputFolder, self.total = job, Path(outputFolder), total
+        self.lossCurve, self.onProgress, self.onDone = lossCurve, onProgress, onDone
+        self.step, self.eta_s = 0, math.nan
+        self.losses: list[tuple[int, dict]] = []
+        self.evaluations: list[dict] = []
+        self.skipped = 0
+        self.summary: dict | None = None
+        self.error: str | None = None
+        self.finished = False
+        self.log: collections.deque = collections.deque(maxlen=100)  # non-JSON output lines
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.step / self.total) if self.total else 0.0
+
+    @property
+    def cancelled(self) -> bool:
+        return self.job.cancelled
+
+    def statusText(self) -> str:
+        """One line for the panel: step, ETA and the last losses, or the outcome once finished."""
+        if self.finished and self.error:
+            return self.error
+        if self.finished:
+            metric = (self.summary or {}).get("metrics", {}).get("honest.psnr_db")
+            scored = f"; validation PSNR {metric:.2f} dB" if metric is not None else ""
+            return f"Trained {self.step} steps{scored}. Model: {(self.summary or {}).get('model')}"
+        if not self.losses:
+            return f"Starting (step {self.step} of {self.total})..."
+        shown = ", ".join(f"{name} {value:.4g}" for name, value in self.losses[-1][1].items())
+        return f"Step {self.step} of {self.total}, ETA {formatEta(self.eta_s)}: {shown}"
+
+    def poll(self) -> None:
+        """Take in the events that arrived; on the end, set ``finished``/``error`` and call onDone."""
+        if self.finished:
+            return
+        running = self.job.running  # read first: events queued before the end are then all in the next poll
+        stepped = False
+        for event in self.job.poll():
+            stepped |= self._take(event)
+        if stepped and self.onProgress is not None:
+            self.onProgress(self)
+        if not running:
+            self._finish()
+
+    def cancel(self) -> None:
+        """Stop the training process tree; the last checkpoint stays, so the run can be resumed."""
+        self.job.cancel()
+        self.poll()
+
+    def wait(self, timeout: float | None = None) -> dict:
+        """Poll until the run ends; its summary. Raises X2CTError when it failed or was cancelled."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.finished:
+            self.poll()
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"Training still running after {timeout} s (step {self.step}/{self.total}).")
+            jobs.pause(0.1)
+        if self.error:
+            raise X2CTError(self.error)
+        return self.summary
+
+    def _take(self, event: dict) -> bool:
+        kind = event.get("event")
+        if kind in ("start", "step"):
+            self.step = int(event.get("step", self.step))
+            self.total = int(event.get("total", self.total))
+        if kind == "step":
+            self.eta_s = float(event.get("eta_s", math.nan))
+            losses = {k: float(v) for k, v in event.items() if k not in _NOT_LOSSES and not k.startswith("lr")
+                      and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            self.losses.append((self.step, losses))
+            if self.lossCurve is not None:
+                self.lossCurve.add(self.step, losses)
+            return True
+        if kind == "evaluation":
+            self.evaluations.append({k: v for k, v in event.items() if k != "event"})
+        elif kind == "skipped":
+            self.skipped += 1
+        elif kind == "done":
+            self.summary = {k: v for k, v in event.items() if k != "event"}
+        elif kind == "text":
+            self.log.append(event.get("text", ""))
+        return False
+
+    def _finish(self) -> None:
+        self.finished = True
+        code = self.job.returncode
+        if self.job.cancelled:
+            self.error = (f"Training cancelled at step {self.step} of {self.total}; the last checkpoint in "
+                          f"{self.outputFolder} is kept: resume to continue.")
+        elif code != 0:
+            self.error = self.job.error or f"Training stopped with exit code {code}."
+        elif self.summary is None:
+            self.error = "Training ended without its final summary; see the log in the output folder."
+        if self.onDone is not None:
+            self.onDone(self)
+
+
+def formatEta(seconds: float) -> str:
+    """h:mm:ss, or "?" while unknown (NaN before the first step)."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _chosen(folder) -> Path | None:
     """The folder, or None when none was chosen (None, "", or "." which an empty path field gives)."""
     text = str(folder or "").strip()
     return Path(text) if text not in ("", ".") else None
+
+
+def _isDicom(path: Path) -> bool:
+    """A DICOM Part 10 file: 'DICM' after the 128-byte preamble."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def _shippedConfig(method: str, preset: str, presets: tuple[str, ...]) -> Path:
+    """The shipped config of ``method`` nearest to ``preset`` (ties: the larger preset)."""
+    from x2ct.training.config import CONFIG_FOLDER
+
+    wanted = presets.index(preset)
+    for other in sorted(presets, key=lambda p: (abs(presets.index(p) - wanted), presets.index(p))):
+        path = CONFIG_FOLDER / f"{method}-{other}.yaml"
+        if path.is_file():
+            return path
+    raise InputError(f"No shipped training config for {method}; it cannot be trained from Slicer.")
+
+
+def _mrmlScene():
+    """Slicer's scene when running in (headless) Slicer, else None."""
+    return getattr(sys.modules.get("slicer"), "mrmlScene", None)
 
 
 def _registry():

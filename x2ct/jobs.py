@@ -1,0 +1,235 @@
+"""Run an ``x2ct`` command as a background process and follow its JSON-lines progress.
+
+Slicer must never freeze while a model trains or reconstructs, and a cancel
+must stop every process the command started (a training run may spawn data
+loader or torchrun workers). So a ``Job`` starts ``python -m x2ct ...`` in its
+own process group (session), reads stdout on a thread that parses one JSON
+object per line, keeps the tail of stderr for a readable error, and on cancel
+terminates and then kills the whole group. The caller polls; nothing here
+needs Qt or Slicer.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from x2ct.errors import X2CTError
+
+# The folder holding the x2ct package: put on the child's PYTHONPATH so that a
+# source checkout (e.g. the Slicer extension run from its build tree) imports.
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+_WINDOWS = sys.platform == "win32"
+
+
+def default_python() -> str:
+    """The interpreter for the child: Slicer's ``PythonSlicer`` inside 3D Slicer, else this Python.
+
+    ``slicer`` is looked up in ``sys.modules`` at call time (never imported), so
+    the core package stays Slicer-free. Inside Slicer ``sys.executable`` is the
+    application, not a usable interpreter, hence the launcher next to it.
+    """
+    slicer = sys.modules.get("slicer")
+    app = getattr(slicer, "app", None)
+    if app is not None and hasattr(app, "applicationDirPath"):
+        name = "PythonSlicer.exe" if _WINDOWS else "PythonSlicer"
+        folder = Path(str(app.applicationDirPath()))
+        # Linux and Windows: <Slicer>/bin; macOS: Slicer.app/Contents/MacOS with bin/ beside it.
+        for candidate in (folder / name, folder.parent / "bin" / name):
+            if candidate.is_file():
+                return str(candidate)
+        found = shutil.which(name)
+        if found:
+            return found
+    return sys.executable
+
+
+def pause(seconds: float) -> None:
+    """Sleep between polls; inside 3D Slicer, let its window repaint and take clicks meanwhile.
+
+    The blocking console calls (``reconstruct``, ``train``) wait with this, so
+    Slicer never looks frozen while a background job runs. ``slicer`` is looked
+    up, never imported, as in ``default_python``.
+    """
+    app = getattr(sys.modules.get("slicer"), "app", None)
+    if app is not None and hasattr(app, "processEvents"):
+        app.processEvents()
+    time.sleep(seconds)
+
+
+def _event(line: str) -> dict:
+    """One stdout line as an event: the JSON object itself, or a text event for anything else."""
+    text = line.rstrip("\r\n")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    return value if isinstance(value, dict) else {"event": "text", "text": text}
+
+
+class Job:
+    """``python -m x2ct *args`` in the background; ``poll()`` for its events, ``cancel()`` to stop it.
+
+    ``env`` holds variables added to the current environment (not a
+    replacement). Events are dicts parsed from stdout lines; lines that are not
+    a JSON object arrive as ``{"event": "text", "text": line}``. ``running``
+    stays true until the process has ended AND its output has been read, so one
+    ``poll()`` after ``running`` turns false returns the last events.
+    """
+
+    def __init__(self, args: list[str], cwd=None, env: dict | None = None, python: str | None = None):
+        self.args = [python or default_python(), "-m", "x2ct", *[str(a) for a in args]]
+        child_env = dict(os.environ)
+        child_env.update(env or {})
+        child_env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(SOURCE_ROOT), child_env.get("PYTHONPATH", "")) if p)
+        child_env.setdefault("PYTHONUNBUFFERED", "1")
+        child_env.setdefault("PYTHONIOENCODING", "utf-8")
+        if _WINDOWS:
+            group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+        else:
+            group = {"start_new_session": True}
+        try:
+            self._process = subprocess.Popen(
+                self.args, cwd=cwd, env=child_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", bufsize=1, **group)
+        except OSError as error:
+            raise X2CTError(f"Cannot start {self.args[0]} ({error.strerror or error}); check the Python "
+                            "installation.") from None
+        self.cancelled = False
+        self._events: queue.Queue = queue.Queue()
+        self._stderr: collections.deque = collections.deque(maxlen=200)
+        self._readers = [threading.Thread(target=self._read_stdout, daemon=True),
+                         threading.Thread(target=self._read_stderr, daemon=True)]
+        for reader in self._readers:
+            reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def _read_stdout(self) -> None:
+        with self._process.stdout as stream:
+            for line in stream:
+                self._events.put(_event(line))
+
+    def _read_stderr(self) -> None:
+        with self._process.stderr as stream:
+            for line in stream:
+                if line.strip():
+                    self._stderr.append(line.strip())
+
+    @property
+    def running(self) -> bool:
+        return self._process.poll() is None or any(r.is_alive() for r in self._readers)
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.running else self._process.returncode
+
+    @property
+    def error(self) -> str | None:
+        """Why the job failed, in one line; None while running or after success."""
+        code = self.returncode
+        if code in (None, 0):
+            return None
+        if self.cancelled:
+            return "cancelled"
+        lines = list(self._stderr)
+        for line in reversed(lines):  # the CLI's "x2ct <command>: error: ..." line
+            if "error:" in line.lower():
+                return line
+        if lines:  # e.g. the last line of a traceback, "RuntimeError: ..."
+            return lines[-1]
+        return f"stopped by signal {-code}" if code < 0 else f"exited with code {code}"
+
+    def poll(self) -> list[dict]:
+        """The events received since the last poll (never blocks)."""
+        events = []
+        while True:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                return events
+
+    def wait(self, timeout: float | None = None, on_event=None) -> int:
+        """Block until the job ends, handing each event to ``on_event``; the exit code.
+
+        Raises ``TimeoutError`` after ``timeout`` seconds (the job keeps running).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                event = self._events.get(timeout=0.1)
+            except queue.Empty:
+                if not self.running and self._events.empty():
+                    return self._process.returncode
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"x2ct {' '.join(self.args[3:4])} still running after {timeout} s")
+                continue
+            if on_event is not None:
+                on_event(event)
+
+    def cancel(self, timeout: float = 5.0) -> None:
+        """Stop the whole process tree: ask politely, then kill after ``timeout`` seconds; waits."""
+        if not self.running:
+            return  # over, output read: no group left (and its id may already belong to someone else)
+        if self._process.poll() is None:
+            self.cancelled = True
+        if _WINDOWS:
+            self._cancel_windows(timeout)
+        else:
+            self._signal_group(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while self._group_alive() and time.monotonic() < deadline:
+                self._process.poll()  # reap the leader so it does not count as alive
+                time.sleep(0.05)
+            self._signal_group(signal.SIGKILL)  # leftovers that ignored SIGTERM
+        self._process.wait()
+        for reader in self._readers:
+            reader.join(timeout=timeout)
+
+    def _signal_group(self, sig) -> None:
+        try:
+            os.killpg(self._process.pid, sig)  # the session leader's pid is the group id
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _group_alive(self) -> bool:
+        """Whether any process of the group is still running (zombies do not count)."""
+        if self._process.poll() is None:
+            return True
+        proc = Path("/proc")
+        if not proc.is_dir():  # no procfs (macOS): a signal probe, which also counts zombies
+            try:
+                os.killpg(self._process.pid, 0)
+                return True
+            except (ProcessLookupError, PermissionError):
+                return False
+        for stat in proc.glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == self._process.pid and fields[0] != "Z":  # pgrp, state
+                return True
+        return False
+
+    def _cancel_windows(self, timeout: float) -> None:
+        try:
+            self._process.send_signal(signal.CTRL_BREAK_EVENT)
+            self._process.wait(timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        # taskkill /T ends the children too, whether or not the parent is still there.
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(self._process.pid)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
