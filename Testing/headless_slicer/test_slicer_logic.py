@@ -105,13 +105,13 @@ def test_training_lists_registered_methods_and_checks_the_set_up(tmp_path):
 
     problems = logic.settingsProblems(".", "no-such-method", "huge", 0, "")
     assert len(problems) == 5
-    assert problems[0] == "Choose the dataset folder." and "no-such-method" in problems[1]
+    assert problems[0] == "Choose the dataset folder (or the simulator)." and "no-such-method" in problems[1]
     assert "huge" in problems[2] and "at least 1 step" in problems[3] and "output folder" in problems[4]
 
     empty = tmp_path / "empty"
     empty.mkdir()
     (problem,) = logic.settingsProblems(empty, methods[0], "tiny", 10, tmp_path / "out")
-    assert "is empty" in problem
+    assert "holds no CT volumes" in problem
     (problem,) = logic.settingsProblems(dataset, methods[0], "tiny", 10, dataset)
     assert "is the dataset folder" in problem
     (problem,) = logic.settingsProblems(dataset, methods[0], "tiny", 10, dataset / "case-000.nii.gz" / "out")

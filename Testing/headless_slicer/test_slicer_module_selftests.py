@@ -5,10 +5,13 @@
 ``slicer.i18n``), which slicer-core lacks. Minimal stand-ins replace exactly
 those four for the duration of a test, so that the module files' own code (the
 Logic classes and the ScriptedLoadableModuleTest bodies that Slicer runs)
-executes against the real MRML scene. The Widgets are not exercised.
+executes against the real MRML scene. The Widgets are not exercised here
+(see test_slicer_widget.py). The reconstruction self-test runs a tiny model
+end to end in a background process, as it does inside Slicer.
 """
 
 import importlib
+import os
 import sys
 import tempfile
 import types
@@ -51,8 +54,12 @@ def _module(name, **attributes):
 
 
 @pytest.fixture
-def module_files(monkeypatch, scene, tmp_path):
-    """Import both module files with stand-ins for Slicer's Qt layer; forget them afterwards."""
+def module_files(monkeypatch, slicer_app, scene, tmp_path):
+    """Import both module files with stand-ins for Slicer's Qt layer; forget them afterwards.
+
+    ``slicer.app`` stands in only with what the logic asks of it: the
+    application logic (for volume rendering), here the headless app's.
+    """
     stand_ins = {
         "qt": _module("qt"),
         "slicer.i18n": _module("slicer.i18n", tr=lambda text: text),
@@ -67,6 +74,8 @@ def module_files(monkeypatch, scene, tmp_path):
     for name, module in stand_ins.items():
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(slicer.util, "tempDirectory", lambda: tempfile.mkdtemp(dir=tmp_path))
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(applicationLogic=lambda: slicer_app.app_logic),
+                        raising=False)
     modules = {name: importlib.import_module(name) for name in ("X2CTReconstruction", "X2CTTraining")}
     yield modules
     for name in modules:
@@ -79,4 +88,10 @@ def test_module_self_test_passes(module_files, name):
     logic = getattr(module, f"{name}Logic")()
     assert logic.moduleName == name
     test = getattr(module, f"{name}Test")("runTest")
+    models_folder = os.environ.get("X2CT_MODELS")
     test.runTest()
+    assert os.environ.get("X2CT_MODELS") == models_folder  # the self-test restores the user models folder
+    if name == "X2CTReconstruction":  # its last step leaves the tiny model's CT in the scene
+        made = [node for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+                if node.GetAttribute("X2CT.Model") == test.TINY_MODEL]
+        assert len(made) == 1

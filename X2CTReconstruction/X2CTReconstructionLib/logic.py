@@ -3,18 +3,43 @@
 The module's Logic class (in ``X2CTReconstruction.py``) adds Slicer's
 parameter-node plumbing on top of this class; everything else lives here so
 that it runs, and is tested, headless on slicer-core. Every button of the
-panel maps to one call, usable from Slicer's Python console.
+panel maps to one call, usable from Slicer's Python console:
+
+    ct = logic.reconstruct(frontalNode, lateralNode, model="back-projection")
+
+A reconstruction runs as a child process (``x2ct reconstruct --progress
+json`` through ``x2ct.jobs.Job``; PythonSlicer inside Slicer), so Slicer
+never freezes: ``startReconstruction`` returns a ``ReconstructionRun`` that
+the caller polls (a ``qt.QTimer`` in the widget). The X-ray nodes cross to
+the child as NRRD files in a temporary folder, and the CT comes back as one.
+Nothing is added to the scene until the child has succeeded and its output
+has been read; a failure or a cancel leaves the scene as it was.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
+import time
 from pathlib import Path
 
 import slicer
 
 import x2ct.io
-from x2ct.errors import InputError
+from x2ct import jobs
+from x2ct.errors import InputError, X2CTError
+from X2CTReconstructionLib import compare as comparison
+from X2CTReconstructionLib import outputs
 from X2CTReconstructionLib import scene as scene_glue
+
+#: Shown instead of a hash for built-in models, which have no weights.
+NO_WEIGHTS = "none (built-in model, no weights)"
+#: Seconds between polls in ``ReconstructionRun.wait``.
+POLL_SECONDS = 0.1
+#: Weights up to this size are hashed before the child starts (a tampered file is refused at once, in about a
+#: second at most); larger ones only by the child, which checks every model it loads anyway.
+PRECHECK_MAX_BYTES = 512 * 1024 ** 2
 
 #: File name endings stripped to name a node after its file.
 _DOUBLE_SUFFIXES = (".nii.gz",)
@@ -23,8 +48,9 @@ _DOUBLE_SUFFIXES = (".nii.gz",)
 class ReconstructionLogic:
     """Loads X-rays and CTs into the scene through x2ct's readers and checks the inputs of a reconstruction."""
 
-    def __init__(self, scene=None):
+    def __init__(self, scene=None, applicationLogic=None):
         self._scene = scene
+        self._applicationLogic = applicationLogic
 
     @property
     def scene(self):
@@ -62,6 +88,412 @@ class ReconstructionLogic:
         if groundTruthNode is not None:
             problems.extend(_problem(lambda: scene_glue.volume_from_volume_node(groundTruthNode, copy=False), "Ground truth"))
         return problems
+
+    # --- reconstruction ---------------------------------------------------------------------------
+
+    def modelIds(self) -> list[str]:
+        """Ids of every runnable model: built-ins, shipped, then the user's (``x2ct.catalog``)."""
+        from x2ct import catalog
+
+        return [entry.id for entry in catalog.entries()]
+
+    def deviceChoices(self) -> list[str]:
+        """Devices a reconstruction can be asked to run on here: auto and cpu, plus cuda / mps when present."""
+        choices = ["auto", "cpu"]
+        try:
+            import torch
+        except ImportError:
+            return choices
+        if torch.cuda.is_available():
+            choices.append("cuda")
+        if torch.backends.mps.is_available():
+            choices.append("mps")
+        return choices
+
+    def startReconstruction(self, frontalNode, lateralNode=None, model="back-projection", device="auto",
+                            fusion=False, samples=1, outputNode=None, onProgress=None, onDone=None):
+        """Start reconstructing a CT from X-ray nodes in a background process; return its ReconstructionRun.
+
+        Inputs, model id, view count, device and samples are checked first
+        (InputError, nothing started). The run must then be polled
+        (``run.poll()`` from a timer, or ``run.wait()``); ``onProgress(fraction,
+        stage)`` and ``onDone(run)`` are called from ``poll``. ``outputNode``,
+        when given, receives the CT; otherwise a new node is added, named after
+        the frontal X-ray and the model.
+        """
+        problems = self.inputProblems(frontalNode, lateralNode)
+        if problems:
+            raise InputError(" ".join(problems))
+        facts = model_facts(model)
+        views = 1 if lateralNode is None else 2
+        if views not in facts["view_counts"]:
+            from x2ct import catalog
+
+            needed = catalog.views_for(min(facts["view_counts"]))
+            raise InputError(f"Model {facts['id']} needs {' or '.join(map(str, facts['view_counts']))} view(s) "
+                             f"({', '.join(needed)}) but got {views}: "
+                             + ("select a lateral X-ray." if views == 1 else "clear the lateral X-ray."))
+        if device not in ("auto", "cpu", "cuda", "mps"):
+            raise InputError(f"Unknown device {device!r}; choose one of {', '.join(self.deviceChoices())}.")
+        if int(samples) != samples or samples < 1:
+            raise InputError(f"Samples must be a whole number of at least 1, got {samples}.")
+        if outputNode is not None and not outputNode.IsA("vtkMRMLScalarVolumeNode"):
+            raise InputError(f"Output node {outputNode.GetName()!r} is not a scalar volume; choose a volume node "
+                             "or let the module create one.")
+        folder = Path(tempfile.mkdtemp(prefix="x2ct-reconstruct-"))
+        try:
+            arguments, records = ["reconstruct"], []
+            for role, node in (("frontal", frontalNode), ("lateral", lateralNode)):
+                if node is None:
+                    continue
+                xray = xray_for_role(node, role)
+                path = x2ct.io.write_xray(xray, folder / f"{role}.nrrd")
+                arguments += ["--view", str(path)]
+                records.append({"node": node.GetName(), "node_id": node.GetID(), "role": role,
+                                "view": str(xray.view), "pixel_spacing_mm": list(xray.pixel_spacing),
+                                "size": list(xray.shape)})
+            arguments += ["--model", str(model), "--out", str(folder / "ct.nrrd"), "--device", device,
+                          "--samples", str(int(samples)), "--progress", "json"]
+            if fusion:
+                arguments.append("--fusion")
+            job = jobs.Job(arguments)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return ReconstructionRun(self.scene, job, folder, facts, records, [n for n in (frontalNode, lateralNode) if n],
+                                 outputNode, onProgress, onDone)
+
+    def reconstruct(self, frontalNode, lateralNode=None, model="back-projection", device="auto", fusion=False,
+                    samples=1, outputNode=None):
+        """Reconstruct and wait: the CT volume node (blocking; for the Python console and scripts)."""
+        return self.startReconstruction(frontalNode, lateralNode, model=model, device=device, fusion=fusion,
+                                        samples=samples, outputNode=outputNode).wait()
+
+    # --- outputs ----------------------------------------------------------------------------------
+
+    def volumeRenderingLogic(self):
+        """Slicer's volume-rendering module logic (from the application logic given at construction, else Slicer's)."""
+        application = self._applicationLogic or slicer.app.applicationLogic()
+        return application.GetModuleLogic("VolumeRendering")
+
+    def showOutputs(self, ctNode, cutAway: bool = True, reprojection: bool = True, layout: bool = True) -> dict:
+        """Show a reconstructed CT every way the module offers; return what was made, by name.
+
+        Slice views: soft-tissue window (level 40, width 400 HU). 3D view: the
+        CT-Chest-Contrast-Enhanced preset, cropped by a movable ROI that
+        removes the anterior half (``cutAway``). A second 3D view (``X2CTMIP``)
+        shows a MIP rendering (CT-MIP preset, MIP ray casting); ``layout``
+        switches to a layout that shows it beside the main 3D view. MIPs
+        frontal, lateral and axial as one-slice volume nodes. With
+        ``reprojection`` and the input X-ray nodes still in the scene, the
+        re-projection check. Calling it again updates the same nodes.
+        Keys: ``volumeRendering``, ``roi``, ``mipRendering``, ``mipView``,
+        ``mips`` (name -> node), ``reprojection`` (see ``reprojectionCheck``, or None).
+        """
+        volume = scene_glue.volume_from_volume_node(ctNode)
+        scene = ctNode.GetScene()
+        outputs.set_window(ctNode, outputs.CT_WINDOW)
+        outputs.show_in_slice_views(ctNode, scene)
+        logic = self.volumeRenderingLogic()
+        main_view = outputs.three_d_view(scene)
+        display = outputs.volume_rendering(ctNode, logic, outputs.CT_PRESET, [main_view] if main_view else [])
+        roi_views = outputs.slice_view_nodes(scene) + ([main_view] if main_view else [])
+        roi = outputs.cut_away_roi(ctNode, display, roi_views) if cutAway else None
+        if not cutAway:
+            display.SetCroppingEnabled(False)
+        mip_view = outputs.mip_view(scene)
+        mip_display = outputs.volume_rendering(ctNode, logic, outputs.MIP_PRESET, [mip_view], role="mip-rendering")
+        if layout:
+            outputs.switch_layout(scene, outputs.MIP_LAYOUT_ID, outputs.mip_layout_xml())
+        made = {"volumeRendering": display, "roi": roi, "mipRendering": mip_display, "mipView": mip_view,
+                "mips": outputs.mip_nodes(ctNode, volume), "reprojection": None}
+        inputs = input_nodes(ctNode)
+        if reprojection and inputs:
+            made["reprojection"] = self.reprojectionCheck(ctNode, inputs)
+        return made
+
+    def reprojectionCheck(self, ctNode, xrayNodes=None) -> dict:
+        """DRRs of the CT at the X-rays' views, added beside them, and their NCC with the X-rays.
+
+        ``xrayNodes`` defaults to the inputs recorded on the CT node. The NCC
+        of each view is stored on its DRR node (``X2CT.NCC``) and, by view, on
+        the CT node (``X2CT.ReprojectionNCC``). Returns ``{"drrs": [nodes],
+        "ncc": [floats], "views": [views]}``.
+        """
+        nodes = input_nodes(ctNode) if xrayNodes is None else list(xrayNodes)
+        if not nodes:
+            raise InputError(f"No X-ray nodes to check {ctNode.GetName()!r} against; select the input X-rays.")
+        volume = scene_glue.volume_from_volume_node(ctNode)
+        roles = {record.get("node_id"): record.get("role") for record in _views_record(ctNode)}
+        rendered = []
+        for node in nodes:
+            xray = xray_for_role(node, roles.get(node.GetID(), "frontal"))
+            rendered.append((node, xray.view, *outputs.reprojection(volume, xray)))
+        result = {"drrs": [], "ncc": [], "views": []}
+        for node, view, drr, ncc in rendered:
+            of_input = {outputs.DRR_INPUT: node.GetID()}
+            earlier = outputs.linked_node(ctNode.GetScene(), "vtkMRMLScalarVolumeNode", ctNode, "drr", **of_input)
+            drr_node = outputs.drr_node_beside(drr, node, f"{ctNode.GetName()} DRR {view}", existing=earlier)
+            outputs.link(drr_node, ctNode, "drr", **of_input)
+            drr_node.SetAttribute("X2CT.NCC", repr(ncc))
+            result["drrs"].append(drr_node)
+            result["ncc"].append(ncc)
+            result["views"].append(str(view))
+        ctNode.SetAttribute(outputs.REPROJECTION_NCC, json.dumps(dict(zip(result["views"], result["ncc"]))))
+        return result
+
+    def compare(self, predictedNode, groundTruthNode):
+        """Score a reconstruction against a ground-truth CT; return the metrics table node.
+
+        Adds the ground truth resampled onto the prediction's grid (centres
+        aligned, see ``compare``), the difference volume (prediction - ground
+        truth, HU) and the table (every metric convention and lung Dice), then
+        switches to a two-row layout of linked slice views: prediction above,
+        ground truth below. The table's attributes ``X2CT.DifferenceNodeID``
+        and ``X2CT.AlignedGroundTruthNodeID`` name the two volumes. Comparing
+        the same pair again updates these nodes instead of adding others.
+        """
+        for node, role in ((predictedNode, "Prediction"), (groundTruthNode, "Ground truth")):
+            if node is None:
+                raise InputError(f"{role}: select a CT volume node.")
+        prediction = _checked_volume(predictedNode, "Prediction")
+        truth = _checked_volume(groundTruthNode, "Ground truth")
+        aligned, difference, metrics = comparison.compare_volumes(prediction, truth)  # before any node is added
+        scene = predictedNode.GetScene()
+        pair = {"X2CT.GroundTruth": groundTruthNode.GetID()}
+        aligned_node = _compare_output(scene, aligned, predictedNode, "aligned-ground-truth", pair,
+                                       f"{groundTruthNode.GetName()} on {predictedNode.GetName()} grid")
+        outputs.set_window(aligned_node, outputs.CT_WINDOW)
+        difference_node = _compare_output(scene, difference, predictedNode, "difference", pair,
+                                          f"{predictedNode.GetName()} - {groundTruthNode.GetName()} (HU)")
+        comparison.show_difference(difference_node, difference)
+        table = outputs.linked_node(scene, "vtkMRMLTableNode", predictedNode, "metrics", **pair)
+        if table is None:
+            table = scene.AddNewNodeByClass("vtkMRMLTableNode", scene_glue.unique_name(
+                f"{predictedNode.GetName()} vs {groundTruthNode.GetName()} metrics", scene))
+            outputs.link(table, predictedNode, "metrics", **pair)
+        comparison.fill_table(table, metrics)
+        for key, value in (("X2CT.Prediction", predictedNode.GetID()),
+                           ("X2CT.AlignedGroundTruthNodeID", aligned_node.GetID()),
+                           ("X2CT.DifferenceNodeID", difference_node.GetID()),
+                           ("X2CT.Alignment", comparison.ALIGNMENT)):
+            table.SetAttribute(key, value)
+        for node in (aligned_node, difference_node, table):
+            outputs.place_in_study(node, predictedNode)
+        comparison.show_side_by_side(scene, predictedNode, aligned_node)
+        return table
+
+
+class ReconstructionRun:
+    """One background reconstruction: poll it, cancel it, or wait for its CT node.
+
+    ``fraction`` (0..1) and ``stage`` follow the child's progress;
+    ``outputNode`` is the CT node once it succeeded (``uncertaintyNode`` too
+    when several samples were drawn); ``error`` is the child's one-line
+    message after a failure; ``cancelled`` is true after ``cancel``.
+    """
+
+    def __init__(self, scene, job, folder: Path, facts: dict, views: list[dict], inputs: list, outputNode,
+                 onProgress, onDone):
+        self.scene = scene
+        self.fraction = 0.0
+        self.stage = "starting"
+        self.error = None
+        self.cancelled = False
+        self.finished = False
+        self.outputNode = None
+        self.uncertaintyNode = None
+        self.notes: list[str] = []
+        self._job = job
+        self._folder = folder
+        self._facts = facts
+        self._views = views
+        self._inputs = inputs
+        self._target = outputNode
+        self._on_progress = onProgress
+        self._on_done = onDone
+        self._result = None
+
+    def poll(self) -> bool:
+        """Handle the child's news since the last call; True while the run goes on."""
+        if self.finished:
+            return False
+        running = self._job.running
+        for event in self._job.poll():
+            self._handle(event)
+        if not running:
+            self._finish()
+        return not self.finished
+
+    def cancel(self) -> None:
+        """Stop the child (its whole process tree) and drop its output; the scene is left untouched."""
+        if self.finished:
+            return
+        self._job.cancel()
+        self.cancelled = True
+        self.stage = "cancelled"
+        self._close()
+
+    def wait(self, timeout: float | None = None):
+        """Poll until the run ends; the CT node, or X2CTError with the reason (failure, cancel, timeout)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll():
+            if deadline is not None and time.monotonic() > deadline:
+                self.cancel()
+                raise X2CTError(f"The reconstruction was still running after {timeout:g} s and was cancelled.")
+            jobs.pause(POLL_SECONDS)
+        if self.cancelled:
+            raise X2CTError("The reconstruction was cancelled.")
+        if self.error:
+            raise X2CTError(self.error)
+        return self.outputNode
+
+    def _handle(self, event: dict) -> None:
+        if "progress" in event:
+            self.fraction = min(1.0, max(0.0, float(event["progress"])))
+            self.stage = str(event.get("stage", self.stage))
+            if self._on_progress is not None:
+                self._on_progress(self.fraction, self.stage)
+        elif event.get("done"):
+            self._result = event
+
+    def _finish(self) -> None:
+        if self._job.returncode == 0 and self._result is not None:
+            try:
+                self._add_outputs()
+            except X2CTError as error:
+                self.error = str(error)
+        else:
+            self.error = _cli_message(self._job.error) or "The reconstruction stopped without a result."
+        self.stage = "failed" if self.error else "done"
+        if not self.error:
+            self.fraction = 1.0
+        self._close()
+
+    def _add_outputs(self) -> None:
+        """Read the child's files, then (only then) add or fill the nodes."""
+        volume = x2ct.io.read_ct(self._result["output"])
+        uncertainty = x2ct.io.read_ct(self._result["uncertainty"]) if self._result.get("uncertainty") else None
+        self.notes = list(self._result.get("notes", []))
+        added = []
+        try:
+            if self._target is not None:
+                node = self._target
+                outputs.fill_volume_node(node, volume)
+            else:
+                name = f"{self._inputs[0].GetName()} CT ({self._facts['id']})"
+                node = scene_glue.volume_node_from_volume(volume, name, self.scene)
+                added.append(node)
+            outputs.set_provenance(node, self._facts["id"], self._facts["sha256"], self._views, volume, self.notes,
+                                   self._result.get("device", ""), self._inputs)
+            outputs.place_in_study(node, self._inputs[0])
+            if uncertainty is not None:
+                spread = scene_glue.volume_node_from_volume(uncertainty, f"{node.GetName()} uncertainty (SD, HU)",
+                                                            self.scene)
+                added.append(spread)
+                spread.SetAttribute("X2CT.UncertaintyOf", node.GetID())
+                outputs.place_in_study(spread, self._inputs[0])
+                self.uncertaintyNode = spread
+        except Exception:
+            for added_node in added:
+                self.scene.RemoveNode(added_node)
+            raise
+        self.outputNode = node
+
+    def _close(self) -> None:
+        self.finished = True
+        shutil.rmtree(self._folder, ignore_errors=True)
+        if self._on_done is not None:
+            self._on_done(self)
+
+
+def model_facts(model) -> dict:
+    """``{"id", "sha256", "view_counts"}`` of a catalog id or model folder, without loading weights.
+
+    An unknown id raises InputError listing the known ones; weights that are
+    missing or do not match the card's sha256 raise InputError (see ``check_weights``).
+    """
+    from x2ct import catalog
+    from x2ct.modelfile import read_card
+
+    path = Path(str(model)).expanduser()
+    if path.is_dir():
+        model_id, card = path.name, read_card(path)
+    else:
+        entry = catalog.find(str(model))
+        if entry.source == "builtin":
+            from x2ct.models.baselines import VIEW_COUNTS
+
+            return {"id": entry.id, "sha256": NO_WEIGHTS, "view_counts": tuple(VIEW_COUNTS)}
+        model_id, card = entry.id, read_card(entry.folder)
+    check_weights(card)
+    return {"id": model_id, "sha256": card["sha256"], "view_counts": tuple(card.get("view_counts") or (2,))}
+
+
+def check_weights(card: dict) -> None:
+    """Refuse (InputError) weights that are missing or, up to ``PRECHECK_MAX_BYTES``, differ from the card's sha256.
+
+    The same check as ``x2ct.modelfile.load_model`` in the child, done here so
+    that the message comes before a process is started.
+    """
+    from x2ct.checksum import sha256_file
+
+    weights = Path(card["_folder"]) / card["weights"]
+    if not weights.is_file():
+        raise InputError(f"Weights file {weights} named by the model card is missing.")
+    if weights.stat().st_size > PRECHECK_MAX_BYTES:
+        return
+    actual = sha256_file(weights)
+    if actual != card["sha256"]:
+        raise InputError(f"Checksum mismatch for {weights}: the card expects sha256 {card['sha256']}, the file "
+                         f"has {actual}. The file is corrupt or was changed; re-import the model.")
+
+
+def xray_for_role(node, role: str):
+    """The X-ray of a node; its view is the node's own (``x2ct.view``) or, if it has none, its role."""
+    view = None if node.GetAttribute(scene_glue.VIEW_ATTRIBUTE) else role
+    return scene_glue.xray_from_volume_node(node, view=view)
+
+
+def input_nodes(ctNode) -> list:
+    """The X-ray nodes a CT node was reconstructed from that are still in the scene."""
+    scene = ctNode.GetScene()
+    ids = (ctNode.GetAttribute(outputs.INPUT_NODES) or "").split()
+    return [node for node in (scene.GetNodeByID(i) for i in ids) if node is not None]
+
+
+def _views_record(ctNode) -> list[dict]:
+    try:
+        return list(json.loads(ctNode.GetAttribute(outputs.VIEWS) or "[]"))
+    except json.JSONDecodeError:
+        return []
+
+
+def _compare_output(scene, volume, predictedNode, role: str, pair: dict, name: str):
+    """The volume node ``role`` of an earlier compare of the same pair, filled with ``volume``, else a new one."""
+    node = outputs.linked_node(scene, "vtkMRMLScalarVolumeNode", predictedNode, role, **pair)
+    if node is None:
+        node = scene_glue.volume_node_from_volume(volume, name, scene)
+        outputs.link(node, predictedNode, role, **pair)
+    else:
+        outputs.fill_volume_node(node, volume)
+    return node
+
+
+def _checked_volume(node, role: str):
+    try:
+        return scene_glue.volume_from_volume_node(node)
+    except InputError as error:
+        raise InputError(f"{role}: {error}") from None
+
+
+def _cli_message(line: str | None) -> str | None:
+    """The CLI's error line without its ``x2ct reconstruct: error:`` prefix."""
+    if not line:
+        return line
+    marker = "error:"
+    index = line.lower().find(marker)
+    return line[index + len(marker):].strip() if line.startswith("x2ct") and index >= 0 else line
 
 
 def node_name(path) -> str:

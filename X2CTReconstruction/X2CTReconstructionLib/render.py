@@ -69,6 +69,20 @@ class OffscreenViews:
         finally:
             vtk.vtkObject.SetGlobalWarningDisplay(warnings)
 
+    def add_threed_view(self, name: str, size: tuple[int, int] | None = None):
+        """Another 3D view, for the view node with layout name ``name`` (e.g. the MIP view); return it.
+
+        Sized like the existing 3D view unless ``size`` is given.
+        """
+        from trame_slicer.views import NoScheduleRendering, ViewLayoutDefinition
+
+        if name not in self.views:
+            view = self.app.view_manager.create_view(ViewLayoutDefinition.threed_view(name=name))
+            view.set_scheduled_render(NoScheduleRendering())
+            view.update_size(*(size or self.views[THREE_D_VIEW].render_window().GetSize()))
+            self.views[name] = view
+        return self.views[name]
+
     def show_volume(self, node, level: float | None = None, width: float | None = None,
                     preset: str | None = "CT-Chest-Contrast-Enhanced", mip: bool = False) -> None:
         """Show ``node`` in the slice views (with a level/width window if given) and volume-render it.

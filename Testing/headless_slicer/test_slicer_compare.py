@@ -1,0 +1,167 @@
+"""Compare with a ground truth: aligned GT, difference volume, metrics table, linked side-by-side layout.
+
+The ground truth sits in scanner coordinates (LPS-aligned, far from the
+origin); the "prediction" is the same anatomy plus noise on the model's
+canonical grid centred at 0. Aligning the centres must therefore give back
+the ground truth voxel for voxel, the difference must be exactly the noise,
+and the table must hold what x2ct.metrics computes on those arrays.
+"""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("slicer_core", reason="headless Slicer (slicer-core) is not installed")
+pytest.importorskip("trame_slicer.core", reason="trame-slicer is not installed")
+
+import slicer  # noqa: E402
+from X2CTReconstructionLib import compare  # noqa: E402
+from X2CTReconstructionLib import scene as glue  # noqa: E402
+from X2CTReconstructionLib.logic import ReconstructionLogic  # noqa: E402
+
+from x2ct.errors import InputError  # noqa: E402
+from x2ct.image import CANONICAL_DIRECTION, Volume, XRay, to_canonical  # noqa: E402
+from x2ct.metrics import evaluate_volumes  # noqa: E402
+
+pytestmark = pytest.mark.slicer
+
+SIZE, SPACING = 32, 5.0
+
+
+def chest() -> np.ndarray:
+    """Canonical (S->I, A->P, R->L) HU array: body, two lungs, spine."""
+    axis0, axis1, axis2 = np.mgrid[:SIZE, :SIZE, :SIZE].astype(np.float32)
+    hu = np.full((SIZE,) * 3, -1000.0, np.float32)
+    hu[((axis0 - 16) / 15) ** 2 + ((axis1 - 16) / 11) ** 2 + ((axis2 - 16) / 14) ** 2 < 1] = 0.0
+    for centre in (9, 23):
+        hu[((axis0 - 14) / 9) ** 2 + ((axis1 - 15) / 6) ** 2 + ((axis2 - centre) / 5) ** 2 < 1] = -850.0
+    hu[((axis1 - 23) ** 2 + (axis2 - 16) ** 2 < 4)] = 700.0
+    return hu
+
+
+def noisy_pair() -> tuple[Volume, Volume, np.ndarray]:
+    """(prediction, ground truth, noise): the truth in scanner coordinates, the prediction = truth + noise on
+    the canonical grid centred at 0."""
+    canonical = chest()
+    # scanner frame: LPS axes, k running inferior -> superior, so the canonical array flipped on axis 0
+    truth = Volume(np.ascontiguousarray(canonical[::-1]), (SPACING,) * 3, (100.0, -50.0, 300.0), np.eye(3))
+    noise = np.random.default_rng(0).normal(0.0, 30.0, canonical.shape).astype(np.float32)
+    origin = CANONICAL_DIRECTION @ np.full(3, -(SIZE - 1) / 2.0 * SPACING)
+    prediction = Volume(to_canonical(truth).array + noise, (SPACING,) * 3, tuple(origin), CANONICAL_DIRECTION.copy())
+    return prediction, truth, noise
+
+
+def pair_of_nodes(scene):
+    """``noisy_pair``'s prediction and ground truth as volume nodes."""
+    prediction, truth, _ = noisy_pair()
+    return (glue.volume_node_from_volume(prediction, "prediction", scene),
+            glue.volume_node_from_volume(truth, "truth", scene))
+
+
+def test_compare_fills_table_difference_and_layout(scene):
+    prediction, truth, noise = noisy_pair()
+    predicted_node = glue.volume_node_from_volume(prediction, "prediction", scene)
+    truth_node = glue.volume_node_from_volume(truth, "truth", scene)
+
+    table = ReconstructionLogic(scene).compare(predicted_node, truth_node)
+
+    aligned_node = scene.GetNodeByID(table.GetAttribute("X2CT.AlignedGroundTruthNodeID"))
+    difference_node = scene.GetNodeByID(table.GetAttribute("X2CT.DifferenceNodeID"))
+    aligned = glue.volume_from_volume_node(aligned_node)
+    np.testing.assert_allclose(aligned.array, to_canonical(truth).array, atol=1e-3)
+    np.testing.assert_allclose(aligned.origin, prediction.origin, atol=1e-6)
+    np.testing.assert_allclose(glue.volume_from_volume_node(difference_node).array, noise, atol=1e-3)
+
+    values = compare.table_values(table)
+    expected = compare.metric_rows(evaluate_volumes(prediction, aligned))
+    assert len(values) == len(expected) > 15
+    for convention, metric, value in expected:
+        assert values[(convention, metric)] == pytest.approx(value, rel=1e-9, nan_ok=True)
+    assert {convention for convention, _ in values} == {"x2ct", "repeat_concatenate", "honest", "lung_dice"}
+    assert values[("lung_dice", "threshold")] > 0.9
+    assert 15 < values[("honest", "mae_hu")] < 35  # |N(0, 30)| has mean 24 HU
+    assert table.GetAttribute("X2CT.Alignment") == compare.ALIGNMENT
+
+    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    assert layout.GetViewArrangement() == compare.COMPARE_LAYOUT_ID
+    composites = {}
+    for n in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        node = scene.GetNthNodeByClass(n, "vtkMRMLSliceCompositeNode")
+        composites[node.GetLayoutName()] = node
+    for tag in compare.PREDICTION_VIEWS:
+        assert composites[tag].GetBackgroundVolumeID() == predicted_node.GetID() and composites[tag].GetLinkedControl()
+    for tag in compare.GT_VIEWS:
+        assert composites[tag].GetBackgroundVolumeID() == aligned_node.GetID() and composites[tag].GetLinkedControl()
+
+
+def test_compare_refuses_an_xray_as_ground_truth(scene):
+    prediction = glue.volume_node_from_volume(Volume(chest(), (SPACING,) * 3), "prediction", scene)
+    xray = glue.xray_node_from_xray(XRay(np.ones((16, 16), np.float32)), "xray", scene)
+    before = scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="Ground truth:.*X-ray"):
+        ReconstructionLogic(scene).compare(prediction, xray)
+    with pytest.raises(InputError, match="Ground truth: select"):
+        ReconstructionLogic(scene).compare(prediction, None)
+    assert scene.GetNumberOfNodes() == before
+
+
+
+def test_difference_volume_has_a_diverging_colour_map_and_symmetric_window(scene):
+    predicted_node, truth_node = pair_of_nodes(scene)
+    table = ReconstructionLogic(scene).compare(predicted_node, truth_node)
+    difference_node = scene.GetNodeByID(table.GetAttribute("X2CT.DifferenceNodeID"))
+    display = difference_node.GetDisplayNode()
+    difference = slicer.util.arrayFromVolume(difference_node)
+    assert display.GetLevel() == 0.0 and not display.GetAutoWindowLevel()
+    half = display.GetWindow() / 2
+    assert half == pytest.approx(np.percentile(np.abs(difference), compare.DIFFERENCE_PERCENTILE), rel=1e-5)
+    assert 60 < half < 110  # 99th percentile of |N(0, 30)| is 77 HU
+
+    colours = scene.GetNodeByID(display.GetColorNodeID())
+    assert colours.GetName() in (compare.DIVERGING_COLOURS, compare.FALLBACK_COLOURS)
+    lookup = colours.GetLookupTable()
+    low, high = lookup.GetTableRange()
+    rgb = []
+    for value in (low, (low + high) / 2, high):
+        colour = [0.0, 0.0, 0.0]
+        lookup.GetColor(value, colour)
+        rgb.append(np.array(colour))
+    assert rgb[0][2] > 0.5 > rgb[0][0], "negative differences are not blue"
+    assert rgb[2][0] > 0.5 > rgb[2][2], "positive differences are not red"
+    assert rgb[1].min() > 0.8 or np.ptp(rgb[1]) < 0.2, "zero difference is not neutral"
+
+    flat = glue.volume_node_from_volume(Volume(chest(), (SPACING,) * 3), "flat prediction", scene)
+    same = glue.volume_node_from_volume(Volume(chest(), (SPACING,) * 3), "same", scene)
+    table = ReconstructionLogic(scene).compare(flat, same)
+    display = scene.GetNodeByID(table.GetAttribute("X2CT.DifferenceNodeID")).GetDisplayNode()
+    assert display.GetWindow() == 2 * compare.DIFFERENCE_MIN_HALF_WIDTH  # all zero: the window's floor
+    assert display.GetColorNodeID() == colours.GetID(), "the colour map is made once per scene"
+
+
+def counts(scene) -> dict[str, int]:
+    found = {}
+    for n in range(scene.GetNumberOfNodes()):
+        name = scene.GetNthNode(n).GetClassName()
+        found[name] = found.get(name, 0) + 1
+    return found
+
+
+def test_compare_twice_updates_the_same_nodes(scene):
+    predicted_node, truth_node = pair_of_nodes(scene)
+    logic = ReconstructionLogic(scene)
+    first = logic.compare(predicted_node, truth_node)
+    after_first = counts(scene)
+    ids = [first.GetAttribute(key) for key in ("X2CT.AlignedGroundTruthNodeID", "X2CT.DifferenceNodeID")]
+
+    slicer.util.updateVolumeFromArray(predicted_node, slicer.util.arrayFromVolume(predicted_node) + 100.0)
+    second = logic.compare(predicted_node, truth_node)
+    assert counts(scene) == after_first
+    assert second.GetID() == first.GetID()
+    assert [second.GetAttribute(key) for key in ("X2CT.AlignedGroundTruthNodeID", "X2CT.DifferenceNodeID")] == ids
+    difference = slicer.util.arrayFromVolume(scene.GetNodeByID(ids[1]))
+    aligned = slicer.util.arrayFromVolume(scene.GetNodeByID(ids[0]))
+    np.testing.assert_allclose(difference, slicer.util.arrayFromVolume(predicted_node) - aligned, atol=1e-3)
+    assert compare.table_values(second)[("honest", "mae_hu")] > 60  # the metrics follow the shifted prediction
+
+    other_truth = glue.volume_node_from_volume(glue.volume_from_volume_node(truth_node), "other truth", scene)
+    third = logic.compare(predicted_node, other_truth)
+    assert third.GetID() != first.GetID(), "another ground truth gets its own table"

@@ -1,0 +1,199 @@
+"""X-ray nodes -> CT node through the background CLI, on Slicer's real MRML scene.
+
+The inputs are DRRs of a small phantom with a bright marker rod on the
+patient's left-anterior side. The built-in back-projection model runs in a
+child process (``x2ct reconstruct``), and the node that comes back must hold
+exactly what the same model gives in-process, placed as the CLI's file says,
+with the marker left-anterior in RAS; bad inputs and cancels must leave the
+scene as it was.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("slicer_core", reason="headless Slicer (slicer-core) is not installed")
+pytest.importorskip("trame_slicer.core", reason="trame-slicer is not installed")
+
+import slicer  # noqa: E402
+import vtk  # noqa: E402
+from X2CTReconstructionLib import outputs  # noqa: E402
+from X2CTReconstructionLib import scene as glue  # noqa: E402
+from X2CTReconstructionLib.logic import ReconstructionLogic  # noqa: E402
+
+from x2ct import inference  # noqa: E402
+from x2ct.errors import InputError, X2CTError  # noqa: E402
+
+pytestmark = pytest.mark.slicer
+
+def snapshot(scene) -> list[tuple[str, str]]:
+    """(id, name) of every node, to show that nothing was added, removed or renamed."""
+    nodes = scene.GetNodes()
+    return sorted((nodes.GetItemAsObject(n).GetID(), nodes.GetItemAsObject(n).GetName() or "")
+                  for n in range(nodes.GetNumberOfItems()))
+
+
+def study(scene, node) -> int:
+    """Put ``node`` under a new patient / study in subject hierarchy; return the study item."""
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    patient = hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "Phantom patient")
+    item = hierarchy.CreateStudyItem(patient, "Phantom study")
+    hierarchy.CreateItem(item, node)  # Slicer's Qt plugins do this on load; headless, the test does
+    return item
+
+
+def test_xray_nodes_become_a_ct_node_with_geometry_provenance_and_study(scene, phantom_xrays):
+    frontal, lateral = phantom_xrays
+    study_id = study(scene, frontal)
+    logic = ReconstructionLogic(scene)
+    progress, finished = [], []
+    run = logic.startReconstruction(frontal, lateral, model="back-projection", device="cpu",
+                                    onProgress=lambda f, s: progress.append((f, s)), onDone=finished.append)
+    folder = run._folder
+    node = run.wait(timeout=120)
+
+    assert finished == [run] and run.error is None and run.fraction == 1.0 and not folder.exists()
+    fractions = [f for f, _ in progress]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(fractions) >= 4
+    assert node.GetName() == "phantom frontal CT (back-projection)"
+
+    # the same voxels and grid as the model gives in-process on the same X-rays
+    expected = inference.reconstruct([glue.xray_from_volume_node(frontal), glue.xray_from_volume_node(lateral)],
+                                     "back-projection", device="cpu").volume
+    got = glue.volume_from_volume_node(node)
+    np.testing.assert_allclose(got.array, expected.array, atol=1e-3)
+    np.testing.assert_allclose(got.spacing, expected.spacing, atol=1e-6)
+    np.testing.assert_allclose(got.origin, expected.origin, atol=1e-4)
+    np.testing.assert_allclose(got.direction, expected.direction, atol=1e-6)
+    geometry = json.loads(node.GetAttribute(outputs.GEOMETRY))
+    assert geometry["spacing_mm"] == pytest.approx(list(expected.spacing))
+    assert geometry["origin_lps_mm"] == pytest.approx(list(expected.origin))
+
+    # RAS: the marker rod (left-anterior) is where the reconstruction is brightest
+    array = slicer.util.arrayFromVolume(node)
+    k, j, i = np.unravel_index(np.argmax(array), array.shape)
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    ijk_to_ras = slicer.util.arrayFromVTKMatrix(matrix)
+    r, a, _, _ = ijk_to_ras @ np.array([i, j, k, 1.0])
+    assert r < -20 and a > 20, f"brightest voxel at R={r:.0f} A={a:.0f} mm, expected left (R<0) and anterior (A>0)"
+
+    assert node.GetAttribute(outputs.MODEL) == "back-projection"
+    assert node.GetAttribute(outputs.MODEL_SHA256).startswith("none")
+    views = json.loads(node.GetAttribute(outputs.VIEWS))
+    assert [(v["node"], v["view"]) for v in views] == [("phantom frontal", "frontal"), ("phantom lateral", "lateral")]
+    software = json.loads(node.GetAttribute(outputs.SOFTWARE))
+    assert software["x2ct"] and software["torch"] != "not installed"
+    assert any("device" in note for note in json.loads(node.GetAttribute(outputs.NOTES)))
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == study_id
+
+    # a second run never overwrites; an explicitly chosen output node is filled in place
+    second = logic.reconstruct(frontal, lateral, device="cpu")
+    assert second.GetID() != node.GetID() and second.GetName() == "phantom frontal CT (back-projection)_1"
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), array)
+    target = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "chosen output")
+    target.CreateDefaultDisplayNodes()
+    before = snapshot(scene)
+    assert logic.reconstruct(frontal, device="cpu", outputNode=target) is target
+    assert snapshot(scene) == before
+    assert target.GetImageData().GetDimensions() == (128, 128, 128) and target.GetAttribute(outputs.MODEL)
+    assert len(json.loads(target.GetAttribute(outputs.VIEWS))) == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny two-view model folder (x2ct-cnn, random weights) saved as a user would import it."""
+    from x2ct.models import build
+    from x2ct.modelfile import save_model
+
+    folder = tmp_path_factory.mktemp("models") / "tiny-x2ct-cnn"
+    save_model(build("x2ct-cnn", "tiny"), folder)
+    return folder
+
+
+def test_bad_inputs_give_a_message_and_leave_the_scene_unchanged(scene, phantom, phantom_xrays, tiny_model,
+                                                                  tmp_path, monkeypatch):
+    import shutil
+
+    from X2CTReconstructionLib import logic as logic_module
+
+    frontal, lateral = phantom_xrays
+    ct = glue.volume_node_from_volume(phantom, "phantom CT", scene)
+    flat = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "zero spacing")
+    slicer.util.updateVolumeFromArray(flat, np.ones((1, 8, 8), np.float32))
+    flat.SetSpacing(0.0, 1.0, 1.0)
+    logic = ReconstructionLogic(scene)
+    before = snapshot(scene)
+
+    with pytest.raises(InputError, match="3D volume"):
+        logic.startReconstruction(ct, lateral)
+    with pytest.raises(InputError, match="zero-length axis"):
+        logic.startReconstruction(flat, lateral)
+    with pytest.raises(InputError, match="needs 2 view.*select a lateral"):
+        logic.startReconstruction(frontal, None, model=str(tiny_model))
+    with pytest.raises(InputError, match="Unknown model id 'no-such-model'"):
+        logic.startReconstruction(frontal, lateral, model="no-such-model")
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(tiny_model, tampered)
+    weights = tampered / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    monkeypatch.setattr("x2ct.jobs.Job", lambda *args, **kwargs: pytest.fail("a child process was started"))
+    with pytest.raises(InputError, match="Checksum mismatch"):  # refused before any child process
+        logic.startReconstruction(frontal, lateral, model=str(tampered), device="cpu")
+    weights.unlink()
+    with pytest.raises(InputError, match="Weights file .* missing"):
+        logic.startReconstruction(frontal, lateral, model=str(tampered), device="cpu")
+    monkeypatch.undo()
+    weights.write_bytes(bytes(data))
+    monkeypatch.setattr(logic_module, "PRECHECK_MAX_BYTES", 0)  # too big to hash here: the child still refuses it
+    with pytest.raises(X2CTError, match="Checksum mismatch"):
+        logic.reconstruct(frontal, lateral, model=str(tampered), device="cpu")
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_model, pickled)
+    import torch
+
+    from x2ct.checksum import sha256_file
+
+    torch.save({"weight": torch.zeros(2)}, pickled / "model.safetensors")
+    card = json.loads((pickled / "model.json").read_text())
+    card["sha256"] = sha256_file(pickled / "model.safetensors")
+    (pickled / "model.json").write_text(json.dumps(card))
+    run = logic.startReconstruction(frontal, lateral, model=str(pickled), device="cpu")
+    with pytest.raises(X2CTError, match="not a safetensors weights file"):
+        run.wait(timeout=120)
+    assert run.error and "\n" not in run.error and not run.error.startswith("x2ct")
+    assert run.outputNode is None and run.stage == "failed"
+
+    assert snapshot(scene) == before
+
+
+def test_cancel_mid_run_adds_nothing(scene, phantom_xrays):
+    frontal, lateral = phantom_xrays
+    logic = ReconstructionLogic(scene)
+    before = snapshot(scene)
+    done = []
+    run = logic.startReconstruction(frontal, lateral, device="cpu", onDone=done.append)
+    folder: Path = run._folder
+    for _ in range(300):  # until the child reports its first stage (it is then loading the model)
+        assert run.poll() and folder.is_dir()
+        if run.stage != "starting":
+            break
+        time.sleep(0.1)
+    assert run.stage != "starting", "the child never reported progress"
+    run.cancel()
+
+    assert run.cancelled and run.finished and done == [run] and run.outputNode is None
+    assert run._job.returncode is not None, "the child process is still running"
+    assert not folder.exists()
+    assert not run.poll()
+    with pytest.raises(X2CTError, match="cancelled"):
+        run.wait()
+    assert snapshot(scene) == before

