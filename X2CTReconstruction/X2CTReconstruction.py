@@ -1,4 +1,4 @@
-"""3D Slicer module: reconstruct a CT volume from one or two X-ray images.
+"""3D Slicer module: reconstruct a CT volume from X-ray images (frontal, lateral, more views with angles).
 
 The Module, parameter node, Widget and Test classes below need Slicer's Qt
 layer; they stay thin. The work is done by ``X2CTReconstructionLib`` (no Qt),
@@ -42,7 +42,7 @@ from slicer.ScriptedLoadableModule import (  # noqa: E402
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin  # noqa: E402
-from X2CTReconstructionLib.logic import ReconstructionLogic  # noqa: E402
+from X2CTReconstructionLib.logic import ReconstructionLogic, view_count_problem  # noqa: E402
 
 from x2ct.errors import X2CTError  # noqa: E402
 
@@ -67,13 +67,15 @@ Generative Adversarial Networks.</i></li>
 
 HELP = """
 Reconstruct a 3D CT volume (in HU, with physical geometry) from a frontal X-ray and, for two-view models,
-a lateral one, using networks trained on CT data, or the built-in back-projection baseline.
+a lateral one (models that take more views get them under <b>More views</b>, each with its gantry angle),
+using networks trained on CT data, or the built-in back-projection baseline.
 <ul>
 <li><b>Inputs</b>: load radiographs with the <b>Load file</b> buttons or Slicer's Add Data (DICOM CR/DX,
 PNG/JPEG/TIFF, NRRD/MHA); they keep their pixel spacing and orientation, and MONOCHROME1 images are inverted
 so bone is bright. Reconstruct stays disabled, with the reason shown, while an input is unusable.</li>
 <li><b>Model</b>: the catalog's models, with their description, views, training data, metrics, licence and
-intended use. <b>Device</b>: auto picks a GPU when the model fits its free memory.</li>
+intended use. <b>Import model...</b> adds a model folder (safetensors weights and their card; the SHA256 is
+checked and nothing else is loaded). <b>Device</b>: auto picks a GPU when the model fits its free memory.</li>
 <li><b>Reconstruct</b> runs in a background process with a progress bar and Cancel; Slicer stays usable.
 The CT appears as a new volume (never replacing a node unless you chose it as the output), with MIPs, a
 volume rendering, a cut-away and a re-projection check (DRRs of the result against the inputs, NCC).</li>
@@ -119,6 +121,8 @@ class X2CTReconstructionParameterNode:
 
     frontalXRay: vtkMRMLScalarVolumeNode
     lateralXRay: vtkMRMLScalarVolumeNode
+    extraViewNodes: list[vtkMRMLScalarVolumeNode]  # "More views": one X-ray per row, synchronised by hand...
+    extraViewAngles: list[float]  # ... with its gantry angle in degrees, same row
     outputVolume: vtkMRMLScalarVolumeNode  # None: create a new volume
     reconstructedVolume: vtkMRMLScalarVolumeNode  # the last reconstruction, compared with the ground truth
     groundTruthVolume: vtkMRMLScalarVolumeNode
@@ -183,6 +187,7 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._timer = None
         self._entries = {}  # catalog entries by id
         self._generative = {}  # model id -> bool, computed once
+        self._viewCounts = {}  # model id -> view counts it accepts, read once from its card
         self._setupProblems = []
         self._message = ""  # the outcome of the last action, shown when the inputs are fine
 
@@ -206,6 +211,10 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.ui.reconstructButton.connect("clicked(bool)", self.onReconstruct)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.compareButton.connect("clicked(bool)", self.onCompare)
+        self.ui.addViewButton.connect("clicked(bool)", self.onAddView)
+        self.ui.removeViewButton.connect("clicked(bool)", self.onRemoveView)
+        self.ui.moreViewsList.connect("currentRowChanged(int)", lambda row: self.updateButtons())
+        self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
         self.initializeParameterNode()
 
     def makePollTimer(self):
@@ -218,7 +227,7 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
     def fillChoices(self) -> None:
         """Models from the catalog, devices from this machine; a failure is shown, not raised."""
         self._setupProblems = []
-        self._entries, self._generative = {}, {}
+        self._entries, self._generative, self._viewCounts = {}, {}, {}
         self.ui.modelComboBox.clear()
         self.ui.deviceComboBox.clear()
         try:
@@ -285,23 +294,40 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             self._generative[modelId] = entry is not None and isGenerative(entry)
         return self._generative[modelId]
 
+    def viewCounts(self, modelId: str) -> tuple:
+        """How many views a model accepts (cached; empty when its card cannot be read)."""
+        if modelId and modelId not in self._viewCounts:
+            try:
+                self._viewCounts[modelId] = tuple(self.logic.modelViewCounts(modelId))
+            except (X2CTError, ImportError) as error:
+                logging.warning("Model %s: %s", modelId, error)
+                self._viewCounts[modelId] = ()
+        return self._viewCounts.get(modelId, ())
+
+    def extraViews(self) -> list:
+        """The "More views" rows as (X-ray node or None, angle in degrees) pairs."""
+        parameters = self._parameterNode
+        return list(zip(parameters.extraViewNodes or [], parameters.extraViewAngles or []))
+
     def reconstructProblems(self) -> list[str]:
         """Why Reconstruct cannot run now, one line each (empty: it can)."""
         parameters = self._parameterNode
         problems = list(self._setupProblems)
         if self.ui.modelComboBox.count == 0:
-            problems.append(_("No model is available; import one with `x2ct catalog import FOLDER`."))
+            problems.append(_("No model is available; import one with Import model..."))
         elif self.ui.modelComboBox.findText(parameters.model) < 0:
             problems.append(_("Model {model} is not installed here; choose another model.").format(
                 model=parameters.model or "(none)"))
-        problems += self.logic.inputProblems(parameters.frontalXRay, parameters.lateralXRay)
-        entry = self.entry(parameters.model)
-        if entry is not None and len(entry.views_required) > 1 and parameters.lateralXRay is None:
-            problems.append(_("Model {model} needs {views} views; select or load a lateral X-ray.").format(
-                model=entry.id, views=len(entry.views_required)))
+        extra = self.extraViews()
+        problems += self.logic.inputProblems(parameters.frontalXRay, parameters.lateralXRay, extraViews=extra)
+        counts = self.viewCounts(parameters.model)
+        if counts and parameters.frontalXRay is not None:
+            problem = view_count_problem(parameters.model, counts, parameters.lateralXRay is not None, len(extra))
+            if problem:
+                problems.append(problem)
         output = parameters.outputVolume
-        if output is not None and any(node is not None and node.GetID() == output.GetID()
-                                      for node in (parameters.frontalXRay, parameters.lateralXRay)):
+        inputs = [parameters.frontalXRay, parameters.lateralXRay] + [node for node, _angle in extra]
+        if output is not None and any(node is not None and node.GetID() == output.GetID() for node in inputs):
             problems.append(_("The output volume is an input X-ray; choose 'Create new volume' or another volume."))
         return problems
 
@@ -329,7 +355,20 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         entry = self.entry(parameters.model)
         self.ui.modelInfoLabel.text = modelCardHtml(entry) if entry is not None else ""
         self.ui.samplesSpinBox.enabled = self._run is None and self.generative(parameters.model)
+        self.updateViewList()
         self.updateButtons()
+
+    def updateViewList(self) -> None:
+        """One line per extra view: its X-ray and angle (the selected row is kept when it still exists)."""
+        views = self.ui.moreViewsList
+        row = views.currentRow
+        wasBlocked = views.blockSignals(True)
+        views.clear()
+        for node, angle in self.extraViews():
+            name = node.GetName() if node is not None else _("(no X-ray)")
+            views.addItem(_("{name} at {angle} deg").format(name=name, angle=f"{float(angle):g}"))
+        views.currentRow = row if 0 <= row < views.count else -1
+        views.blockSignals(wasBlocked)
 
     def updateButtons(self) -> None:
         """Enable what can run now; say why the rest cannot."""
@@ -339,6 +378,8 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.ui.reconstructButton.toolTip = "\n".join(problems) or _(
             "Reconstruct a CT volume from the X-rays with the chosen model, in a background process.")
         self.ui.cancelButton.enabled = running
+        self.ui.removeViewButton.enabled = not running and 0 <= self.ui.moreViewsList.currentRow < len(
+            self.extraViews())
         compareProblems = self.compareProblems()
         self.ui.compareButton.enabled = not running and not compareProblems
         self.ui.compareButton.toolTip = "\n".join(compareProblems) or _(
@@ -353,6 +394,48 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
     def onDeviceChanged(self, index: int) -> None:
         if self._parameterNode is not None and index >= 0:
             self._parameterNode.device = self.ui.deviceComboBox.itemText(index)
+
+    # --- more views and models --------------------------------------------------------------------
+
+    def onAddView(self) -> None:
+        node = self.ui.moreViewSelector.currentNode()
+        if node is None:
+            self.ui.statusLabel.text = _("Choose the X-ray to add under More views.")
+            return
+        rows = self.extraViews() + [(node, float(self.ui.moreViewAngleSpinBox.value))]
+        self.setExtraViews(rows)
+        self.ui.moreViewsList.currentRow = len(rows) - 1
+        self.updateButtons()
+
+    def onRemoveView(self) -> None:
+        row = self.ui.moreViewsList.currentRow
+        rows = self.extraViews()
+        if 0 <= row < len(rows):
+            del rows[row]
+            self.setExtraViews(rows)
+
+    def setExtraViews(self, rows) -> None:
+        """Store the (node, angle) rows in the parameter node and show them."""
+        self._parameterNode.extraViewAngles = [float(angle) for _node, angle in rows]
+        self._parameterNode.extraViewNodes = [node for node, _angle in rows]
+        self.updateGUIFromParameterNode()
+
+    def onImportModel(self) -> None:
+        """Copy a model folder into the user models, then select it; a refused folder says why."""
+        folder = qt.QFileDialog.getExistingDirectory(self.parent, _("Import a model folder (model.json + weights)"))
+        if not folder:
+            return
+        try:
+            modelId = self.logic.importModel(folder)
+        except X2CTError as error:
+            self._message = _("Model not imported: {error}").format(error=error)
+            self.ui.statusLabel.text = self._message
+            slicer.util.errorDisplay(self._message)
+            return
+        self.fillChoices()
+        self._message = _("Imported model {model}.").format(model=modelId)
+        self._parameterNode.model = modelId
+        self.updateGUIFromParameterNode()
 
     # --- loading ------------------------------------------------------------------------------------
 
@@ -399,7 +482,7 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             self._run = self.logic.startReconstruction(
                 parameters.frontalXRay, parameters.lateralXRay, model=parameters.model, device=parameters.device,
                 fusion=parameters.fusion, samples=samples, outputNode=parameters.outputVolume,
-                onProgress=self.onProgress, onDone=self.onDone)
+                onProgress=self.onProgress, onDone=self.onDone, extraViews=self.extraViews())
         except Exception as error:  # X2CTError: a message for the user; anything else is logged too
             if not isinstance(error, X2CTError):
                 logging.exception("Reconstruction could not start")

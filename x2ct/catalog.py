@@ -103,6 +103,7 @@ def import_model(path, model_id: str | None = None, overwrite: bool = False) -> 
     if sha256_file(weights) != card["sha256"]:
         raise InputError(f"Checksum mismatch for {weights}: it does not match the sha256 in its card, so it is "
                          "corrupt or was changed; get the model again.")
+    check_safetensors(weights)
     model_id = model_id or source.name.lower()
     if not _ID.match(model_id):
         raise InputError(f"Model id {model_id!r} must be lower-case letters, digits, '.', '_' or '-'; pass --id.")
@@ -126,6 +127,21 @@ def import_model(path, model_id: str | None = None, overwrite: bool = False) -> 
         if staging.exists():
             shutil.rmtree(staging)
     return _from_card(read_card(target), model_id, "user")
+
+
+def check_safetensors(weights: Path) -> None:
+    """Refuse (InputError) a weights file that is not safetensors: a checksum alone would let a pickle in.
+
+    Only the header is parsed; nothing is loaded or run.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as opened:
+            opened.keys()
+    except (SafetensorError, OSError, ValueError) as error:
+        raise InputError(f"{weights} is not a safetensors weights file ({error}); only safetensors weights are "
+                         "imported (pickled .pt/.pth files are refused because loading them can run code).") from None
 
 
 def read_manifest(path: Path = MANIFEST) -> dict:

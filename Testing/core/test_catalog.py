@@ -36,7 +36,7 @@ def _entry(**changes):
 
 def test_shipped_manifest_validates_against_its_schema():
     data = catalog.read_manifest()
-    assert data["models"] == []
+    assert all((catalog.SHIPPED_FOLDER / entry["folder"]).is_dir() for entry in data["models"])
     schema = json.loads(catalog.SCHEMA.read_text())
     assert catalog.validate(data, schema) == []
     assert catalog.validate({"catalog_version": 1, "models": [_entry()]}, schema) == []
@@ -107,12 +107,29 @@ def test_import_refuses_tampered_weights(models_env, model_folder):
     assert not models_env.exists() or not any(models_env.iterdir())
 
 
+def test_import_refuses_a_pickle_even_when_its_checksum_matches(models_env, model_folder):
+    import torch
+
+    from x2ct.checksum import sha256_file
+
+    weights = model_folder / WEIGHTS_NAME
+    torch.save({"weight": torch.zeros(2)}, weights)  # a pickle under the safetensors name
+    card_path = model_folder / "model.json"
+    card = json.loads(card_path.read_text())
+    card["sha256"] = sha256_file(weights)
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(InputError, match="not a safetensors weights file"):
+        catalog.import_model(model_folder)
+    assert not models_env.exists() or not any(models_env.iterdir())
+
+
 def test_cli_catalog_list_and_import(models_env, model_folder, capsys):
     assert main(["catalog", "import", str(model_folder), "--id", "mine"]) == 0
     assert "imported mine" in capsys.readouterr().out
     assert main(["catalog", "list", "--json"]) == 0
     records = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
-    assert set(records) == {"back-projection", "mine"}
+    shipped = {entry["id"] for entry in catalog.read_manifest()["models"]}
+    assert set(records) == {"back-projection", "mine"} | shipped
     assert records["mine"]["licence"] == "Apache-2.0"
     assert main(["catalog", "import", str(model_folder), "--id", "mine"]) == 2
     assert "already exists" in capsys.readouterr().err

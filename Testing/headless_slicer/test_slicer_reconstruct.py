@@ -197,3 +197,98 @@ def test_cancel_mid_run_adds_nothing(scene, phantom_xrays):
     with pytest.raises(X2CTError, match="cancelled"):
         run.wait()
     assert snapshot(scene) == before
+
+
+def test_four_views_with_angles_become_a_ct_node_with_every_view_in_its_provenance(scene, phantom):
+    from x2ct.physics import drr
+
+    frontal, lateral, ap, right = (glue.xray_node_from_xray(drr(phantom, view), f"phantom {name}", scene)
+                                   for view, name in (("frontal", "frontal"), ("lateral", "lateral"),
+                                                      (180.0, "AP"), (270.0, "right lateral")))
+    logic = ReconstructionLogic(scene)
+    node = logic.reconstruct(frontal, lateral, model="back-projection", device="cpu",
+                             extraViews=[(ap, 180), (right, 270.0)])
+
+    views = json.loads(node.GetAttribute(outputs.VIEWS))
+    assert [(v["node"], v["role"], v["angle_deg"]) for v in views] == [
+        ("phantom frontal", "frontal", 0.0), ("phantom lateral", "lateral", 90.0),
+        ("phantom AP", "extra", 180.0), ("phantom right lateral", "extra", 270.0)]
+    assert node.GetAttribute(outputs.INPUT_NODES).split() == [n.GetID() for n in (frontal, lateral, ap, right)]
+
+    # the child was given all four views at their angles: the same voxels as the model gives in-process
+    xrays = [glue.xray_from_volume_node(frontal), glue.xray_from_volume_node(lateral),
+             glue.xray_from_volume_node(ap, view=180.0), glue.xray_from_volume_node(right, view=270.0)]
+    expected = inference.reconstruct(xrays, "back-projection", device="cpu").volume
+    np.testing.assert_allclose(glue.volume_from_volume_node(node).array, expected.array, atol=1e-3)
+    two_views = inference.reconstruct(xrays[:2], "back-projection", device="cpu").volume
+    assert np.abs(expected.array - two_views.array).max() > 1.0  # the extra views changed the result
+
+    # the re-projection check renders each input at the angle it was given
+    check = logic.reprojectionCheck(node)
+    assert check["views"] == ["frontal", "lateral", "180.0", "270.0"] and len(check["drrs"]) == 4
+
+
+def test_extra_views_with_a_duplicate_angle_or_a_count_the_model_refuses_add_nothing(scene, phantom,
+                                                                                     phantom_xrays, tiny_model):
+    from x2ct.physics import drr
+
+    frontal, lateral = phantom_xrays
+    ap = glue.xray_node_from_xray(drr(phantom, 180.0), "phantom AP", scene)
+    ct = glue.volume_node_from_volume(phantom, "phantom CT", scene)
+    logic = ReconstructionLogic(scene)
+    before = snapshot(scene)
+
+    with pytest.raises(InputError, match=r"Two views have the same angle \(0, 90, 90 deg\)"):
+        logic.startReconstruction(frontal, lateral, extraViews=[(ap, 90)])
+    with pytest.raises(InputError, match=r"Two views have the same angle \(0, 90, 0 deg\)"):
+        logic.startReconstruction(frontal, lateral, extraViews=[(ap, 360)])
+    with pytest.raises(InputError, match=r"View at 180 deg: .*3D volume"):
+        logic.startReconstruction(frontal, lateral, extraViews=[(ct, 180)])
+    with pytest.raises(InputError, match="'phantom lateral' is already used for another view"):
+        logic.startReconstruction(frontal, lateral, extraViews=[(lateral, 180)])
+    with pytest.raises(InputError, match=r"View at 180 deg: select an X-ray"):
+        logic.startReconstruction(frontal, lateral, extraViews=[(None, 180)])
+    message = r"Model tiny-x2ct-cnn needs 2 views \(frontal, lateral\) but got 3: remove views under More views\."
+    with pytest.raises(InputError, match=message):
+        logic.startReconstruction(frontal, lateral, model=str(tiny_model), extraViews=[(ap, 180)])
+    assert logic.modelViewCounts(str(tiny_model)) == (2,)
+    assert logic.modelViewCounts("back-projection") == tuple(range(1, 9))
+    assert snapshot(scene) == before
+
+
+def test_import_model_checks_the_weights_and_copies_nothing_else(scene, tiny_model, tmp_path, monkeypatch):
+    import shutil
+
+    import torch
+
+    from x2ct import catalog
+    from x2ct.checksum import sha256_file
+
+    monkeypatch.setenv(catalog.MODELS_ENV, str(tmp_path / "user-models"))
+    logic = ReconstructionLogic(scene)
+    assert logic.importModel(tiny_model) == "tiny-x2ct-cnn"
+    assert "tiny-x2ct-cnn" in logic.modelIds()
+    assert logic.importModel(tiny_model, "second-copy") == "second-copy"
+    assert sorted(p.name for p in (tmp_path / "user-models" / "second-copy").iterdir()) == [
+        "model.json", "model.safetensors"]
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(tiny_model, tampered)
+    data = bytearray((tampered / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (tampered / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="Checksum mismatch"):
+        logic.importModel(tampered)
+
+    pickled = tmp_path / "pickled"  # a pickle with a matching checksum: refused by its format, never unpickled
+    shutil.copytree(tiny_model, pickled)
+    torch.save({"weight": torch.zeros(2)}, pickled / "model.safetensors")
+    card = json.loads((pickled / "model.json").read_text())
+    card["sha256"] = sha256_file(pickled / "model.safetensors")
+    (pickled / "model.json").write_text(json.dumps(card))
+    with pytest.raises(InputError, match="not a safetensors weights file"):
+        logic.importModel(pickled)
+
+    with pytest.raises(InputError, match="No model card"):
+        logic.importModel(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "user-models").iterdir()) == ["second-copy", "tiny-x2ct-cnn"]

@@ -66,7 +66,8 @@ def test_every_parameter_is_bound_to_a_widget_or_synchronised_by_hand():
                   and node.name == "X2CTReconstructionParameterNode"]
     fields = {item.target.id for item in wrapper.body if isinstance(item, ast.AnnAssign)}
     bound = {ui_property(w, "SlicerParameterName") for w in ui_widgets().values()} - {None}
-    by_hand = {"model", "device"}  # combo boxes filled at run time from the catalog and the machine
+    by_hand = {"model", "device",  # combo boxes filled at run time from the catalog and the machine
+               "extraViewNodes", "extraViewAngles"}  # the "More views" list, edited with Add / Remove
     assert bound | by_hand == fields and not bound & by_hand
     text = MODULE_FILE.read_text()
     for field in by_hand:
@@ -191,6 +192,26 @@ class _Table:
         self.node = node
 
 
+class _List:
+    """Stand-in for QListWidget: its lines and the selected row."""
+
+    def __init__(self):
+        self.items, self.currentRow = [], -1
+
+    @property
+    def count(self):
+        return len(self.items)
+
+    def clear(self):
+        self.items, self.currentRow = [], -1
+
+    def addItem(self, text):
+        self.items.append(text)
+
+    def blockSignals(self, block):
+        return False
+
+
 class _Run:
     """A background run the test drives: it reports through the callbacks the widget gave."""
 
@@ -245,11 +266,14 @@ def make_widget(recon, scene, parameters=None):
         samplesSpinBox=bag(enabled=False), reconstructButton=bag(enabled=False, toolTip=""),
         cancelButton=bag(enabled=False), compareButton=bag(enabled=False, toolTip=""),
         progressBar=bag(value=0, format="%p%"), statusLabel=bag(text=""), reprojectionLabel=bag(text=""),
-        metricsTableView=_Table())
+        metricsTableView=_Table(), moreViewSelector=bag(node=None), moreViewAngleSpinBox=bag(value=180.0),
+        moreViewsList=_List(), removeViewButton=bag(enabled=False))
+    widget.ui.moreViewSelector.currentNode = lambda: widget.ui.moreViewSelector.node
     widget._timer = widget.makePollTimer()
     widget.fillChoices()
     defaults = dict(frontalXRay=None, lateralXRay=None, outputVolume=None, reconstructedVolume=None,
-                    groundTruthVolume=None, model="back-projection", device="auto", fusion=False, samples=1)
+                    groundTruthVolume=None, model="back-projection", device="auto", fusion=False, samples=1,
+                    extraViewNodes=[], extraViewAngles=[])
     widget._parameterNode = types.SimpleNamespace(**{**defaults, **(parameters or {})})
     widget.updateGUIFromParameterNode()
     return widget
@@ -412,6 +436,79 @@ def test_cancel_stops_the_run_and_adds_nothing(recon, scene, tmp_path, done_on_c
     assert widget.ui.statusLabel.text == "Cancelled; nothing was added to the scene."
     assert widget.ui.progressBar.value == 0 and widget.logic.shown == [] and recon.shown == []
     assert widget.ui.reconstructButton.enabled and not widget.ui.cancelButton.enabled
+
+
+def add_view(widget, node, angle):
+    widget.ui.moreViewSelector.node = node
+    widget.ui.moreViewAngleSpinBox.value = angle
+    widget.onAddView()
+
+
+def test_more_views_are_listed_checked_and_given_to_the_run(recon, scene, tmp_path):
+    save_user_model(tmp_path / "models", "x2ct-cnn", "two-view")
+    widget = ready_widget(recon, scene, tmp_path)
+    ap = xray_node(widget.logic, tmp_path, "ap")
+    right = xray_node(widget.logic, tmp_path, "270")  # named after its view
+    assert widget.ui.moreViewsList.items == [] and not widget.ui.removeViewButton.enabled
+
+    add_view(widget, None, 180.0)
+    assert widget.ui.statusLabel.text == "Choose the X-ray to add under More views."
+    add_view(widget, ap, 180.0)
+    add_view(widget, right, 90.0)  # the lateral view's angle
+    assert widget.ui.moreViewsList.items == ["ap at 180 deg", "270 at 90 deg"]
+    assert widget._parameterNode.extraViewNodes == [ap, right] and widget._parameterNode.extraViewAngles == [180, 90]
+    assert widget.ui.moreViewsList.currentRow == 1 and widget.ui.removeViewButton.enabled
+    assert not widget.ui.reconstructButton.enabled and "same angle (0, 90, 180, 90 deg)" in widget.ui.statusLabel.text
+
+    widget.onRemoveView()
+    assert widget.ui.moreViewsList.items == ["ap at 180 deg"] and widget._parameterNode.extraViewAngles == [180]
+    add_view(widget, right, 270.0)
+    assert widget.ui.reconstructButton.enabled
+    widget.onReconstruct()
+    assert widget.logic.started[-1]["extraViews"] == [(ap, 180.0), (right, 270.0)]
+    widget.logic.runs[-1].cancel()
+
+    widget._parameterNode.model = "two-view"
+    widget.updateGUIFromParameterNode()
+    assert not widget.ui.reconstructButton.enabled
+    assert "Model two-view needs 2 views (frontal, lateral) but got 4: remove views under More views." in (
+        widget.ui.statusLabel.text)
+    widget.ui.moreViewsList.currentRow = 0
+    widget.onRemoveView()
+    widget.onRemoveView()
+    assert widget.ui.moreViewsList.items == [] and widget.ui.reconstructButton.enabled
+
+
+def test_import_model_selects_the_new_model_or_says_why_not(recon, scene, tmp_path, monkeypatch):
+    import shutil
+
+    widget = ready_widget(recon, scene, tmp_path)
+    save_user_model(tmp_path / "downloads", "x2ct-cnn", "my-model")
+    chosen = []
+    monkeypatch.setattr(recon.qt, "QFileDialog", types.SimpleNamespace(
+        getExistingDirectory=lambda *args: chosen.pop(0)), raising=False)
+
+    chosen.append("")  # the dialog was cancelled
+    widget.onImportModel()
+    assert "my-model" not in widget.ui.modelComboBox.items and recon.shown == []
+
+    chosen.append(str(tmp_path / "downloads" / "my-model"))
+    widget.onImportModel()
+    assert "my-model" in widget.ui.modelComboBox.items and widget._parameterNode.model == "my-model"
+    assert widget.ui.modelComboBox.items[widget.ui.modelComboBox.currentIndex] == "my-model"
+    assert widget.ui.statusLabel.text == "Imported model my-model." and recon.shown == []
+    assert (tmp_path / "models" / "my-model" / "model.safetensors").is_file()
+
+    tampered = tmp_path / "downloads" / "tampered"
+    shutil.copytree(tmp_path / "downloads" / "my-model", tampered)
+    data = bytearray((tampered / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (tampered / "model.safetensors").write_bytes(bytes(data))
+    chosen.append(str(tampered))
+    widget.onImportModel()
+    assert len(recon.shown) == 1 and recon.shown[0].startswith("Model not imported: Checksum mismatch")
+    assert widget.ui.statusLabel.text == recon.shown[0]
+    assert widget._parameterNode.model == "my-model" and not (tmp_path / "models" / "tampered").exists()
 
 
 def test_compare_shows_the_metrics_table(recon, scene, tmp_path):

@@ -6,6 +6,7 @@ that it runs, and is tested, headless on slicer-core. Every button of the
 panel maps to one call, usable from Slicer's Python console:
 
     ct = logic.reconstruct(frontalNode, lateralNode, model="back-projection")
+    ct = logic.reconstruct(frontalNode, lateralNode, extraViews=[(apNode, 180), (rightNode, 270)])
 
 A reconstruction runs as a child process (``x2ct reconstruct --progress
 json`` through ``x2ct.jobs.Job``; PythonSlicer inside Slicer), so Slicer
@@ -29,6 +30,7 @@ import slicer
 import x2ct.io
 from x2ct import jobs
 from x2ct.errors import InputError, X2CTError
+from x2ct.image import normalise_view, view_angle
 from X2CTReconstructionLib import compare as comparison
 from X2CTReconstructionLib import outputs
 from X2CTReconstructionLib import scene as scene_glue
@@ -71,11 +73,13 @@ class ReconstructionLogic:
         volume = x2ct.io.read_ct(path)
         return scene_glue.volume_node_from_volume(volume, name or node_name(path), self.scene)
 
-    def inputProblems(self, frontalNode, lateralNode=None, groundTruthNode=None) -> list[str]:
+    def inputProblems(self, frontalNode, lateralNode=None, groundTruthNode=None, extraViews=()) -> list[str]:
         """Why these nodes cannot be reconstructed from / compared with, one line each (empty: they can).
 
         A frontal X-ray is required, a lateral one optional (single-view
-        models exist); the ground truth, if given, must be a CT volume.
+        models exist); ``extraViews`` are more (X-ray node, angle in degrees)
+        pairs. Every view must be a one-slice X-ray, used once, at its own
+        angle. The ground truth, if given, must be a CT volume.
         """
         problems = []
         if frontalNode is None:
@@ -85,6 +89,7 @@ class ReconstructionLogic:
         for node, role in ((frontalNode, "Frontal"), (lateralNode, "Lateral")):
             if node is not None:
                 problems.extend(_problem(lambda n=node: scene_glue.xray_from_volume_node(n), role))
+        problems.extend(_extra_view_problems(frontalNode, lateralNode, extraViews))
         if groundTruthNode is not None:
             problems.extend(_problem(lambda: scene_glue.volume_from_volume_node(groundTruthNode, copy=False), "Ground truth"))
         return problems
@@ -96,6 +101,32 @@ class ReconstructionLogic:
         from x2ct import catalog
 
         return [entry.id for entry in catalog.entries()]
+
+    def modelViewCounts(self, model) -> tuple[int, ...]:
+        """How many views a catalog model (or model folder) accepts, from its card; no weights are read."""
+        from x2ct import catalog
+        from x2ct.modelfile import read_card
+
+        path = Path(str(model)).expanduser()
+        if path.is_dir():
+            return _card_view_counts(read_card(path))
+        entry = catalog.find(str(model))
+        if entry.source == "builtin":
+            from x2ct.models.baselines import VIEW_COUNTS
+
+            return tuple(VIEW_COUNTS)
+        return _card_view_counts(read_card(entry.folder))
+
+    def importModel(self, folder, modelId: str | None = None) -> str:
+        """Copy a model folder (safetensors weights + card) into the user models folder; return its catalog id.
+
+        The weights' sha256 must match the card and the file must be
+        safetensors (its header is read; nothing is loaded or executed), else
+        InputError says why and nothing is copied.
+        """
+        from x2ct import catalog
+
+        return catalog.import_model(folder, modelId).id
 
     def deviceChoices(self) -> list[str]:
         """Devices a reconstruction can be asked to run on here: auto and cpu, plus cuda / mps when present."""
@@ -111,28 +142,25 @@ class ReconstructionLogic:
         return choices
 
     def startReconstruction(self, frontalNode, lateralNode=None, model="back-projection", device="auto",
-                            fusion=False, samples=1, outputNode=None, onProgress=None, onDone=None):
+                            fusion=False, samples=1, outputNode=None, onProgress=None, onDone=None, extraViews=()):
         """Start reconstructing a CT from X-ray nodes in a background process; return its ReconstructionRun.
 
-        Inputs, model id, view count, device and samples are checked first
-        (InputError, nothing started). The run must then be polled
-        (``run.poll()`` from a timer, or ``run.wait()``); ``onProgress(fraction,
-        stage)`` and ``onDone(run)`` are called from ``poll``. ``outputNode``,
-        when given, receives the CT; otherwise a new node is added, named after
-        the frontal X-ray and the model.
+        ``extraViews``: more views as (X-ray node, gantry angle in degrees)
+        pairs, for models that take more than two. Inputs, model id, view
+        count, device and samples are checked first (InputError, nothing
+        started). The run must then be polled (``run.poll()`` from a timer, or
+        ``run.wait()``); ``onProgress(fraction, stage)`` and ``onDone(run)``
+        are called from ``poll``. ``outputNode``, when given, receives the CT;
+        otherwise a new node is added, named after the frontal X-ray and the model.
         """
-        problems = self.inputProblems(frontalNode, lateralNode)
+        extraViews = [(node, angle) for node, angle in extraViews]
+        problems = self.inputProblems(frontalNode, lateralNode, extraViews=extraViews)
         if problems:
             raise InputError(" ".join(problems))
         facts = model_facts(model)
-        views = 1 if lateralNode is None else 2
-        if views not in facts["view_counts"]:
-            from x2ct import catalog
-
-            needed = catalog.views_for(min(facts["view_counts"]))
-            raise InputError(f"Model {facts['id']} needs {' or '.join(map(str, facts['view_counts']))} view(s) "
-                             f"({', '.join(needed)}) but got {views}: "
-                             + ("select a lateral X-ray." if views == 1 else "clear the lateral X-ray."))
+        problem = view_count_problem(facts["id"], facts["view_counts"], lateralNode is not None, len(extraViews))
+        if problem:
+            raise InputError(problem)
         if device not in ("auto", "cpu", "cuda", "mps"):
             raise InputError(f"Unknown device {device!r}; choose one of {', '.join(self.deviceChoices())}.")
         if int(samples) != samples or samples < 1:
@@ -143,15 +171,17 @@ class ReconstructionLogic:
         folder = Path(tempfile.mkdtemp(prefix="x2ct-reconstruct-"))
         try:
             arguments, records = ["reconstruct"], []
-            for role, node in (("frontal", frontalNode), ("lateral", lateralNode)):
-                if node is None:
-                    continue
-                xray = xray_for_role(node, role)
-                path = x2ct.io.write_xray(xray, folder / f"{role}.nrrd")
-                arguments += ["--view", str(path)]
+            views = [(role, node, xray_for_role(node, role)) for role, node in
+                     (("frontal", frontalNode), ("lateral", lateralNode)) if node is not None]
+            views += [("extra", node, scene_glue.xray_from_volume_node(node, view=float(angle)))
+                      for node, angle in extraViews]
+            for index, (role, node, xray) in enumerate(views):
+                path = x2ct.io.write_xray(xray, folder / f"view{index}-{role}.nrrd")
+                angle = view_angle(xray.view)
+                arguments += ["--view", f"{path}:{angle:g}" if role == "extra" else str(path)]
                 records.append({"node": node.GetName(), "node_id": node.GetID(), "role": role,
-                                "view": str(xray.view), "pixel_spacing_mm": list(xray.pixel_spacing),
-                                "size": list(xray.shape)})
+                                "view": str(xray.view), "angle_deg": angle,
+                                "pixel_spacing_mm": list(xray.pixel_spacing), "size": list(xray.shape)})
             arguments += ["--model", str(model), "--out", str(folder / "ct.nrrd"), "--device", device,
                           "--samples", str(int(samples)), "--progress", "json"]
             if fusion:
@@ -160,14 +190,14 @@ class ReconstructionLogic:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        return ReconstructionRun(self.scene, job, folder, facts, records, [n for n in (frontalNode, lateralNode) if n],
+        return ReconstructionRun(self.scene, job, folder, facts, records, [node for _, node, _ in views],
                                  outputNode, onProgress, onDone)
 
     def reconstruct(self, frontalNode, lateralNode=None, model="back-projection", device="auto", fusion=False,
-                    samples=1, outputNode=None):
+                    samples=1, outputNode=None, extraViews=()):
         """Reconstruct and wait: the CT volume node (blocking; for the Python console and scripts)."""
         return self.startReconstruction(frontalNode, lateralNode, model=model, device=device, fusion=fusion,
-                                        samples=samples, outputNode=outputNode).wait()
+                                        samples=samples, outputNode=outputNode, extraViews=extraViews).wait()
 
     # --- outputs ----------------------------------------------------------------------------------
 
@@ -224,10 +254,12 @@ class ReconstructionLogic:
         if not nodes:
             raise InputError(f"No X-ray nodes to check {ctNode.GetName()!r} against; select the input X-rays.")
         volume = scene_glue.volume_from_volume_node(ctNode)
-        roles = {record.get("node_id"): record.get("role") for record in _views_record(ctNode)}
+        recorded = {record.get("node_id"): record.get("view") for record in _views_record(ctNode)}
         rendered = []
         for node in nodes:
-            xray = xray_for_role(node, roles.get(node.GetID(), "frontal"))
+            view = recorded.get(node.GetID())  # the view the model was given, angles of extra views included
+            xray = (xray_for_role(node, "frontal") if view is None
+                    else scene_glue.xray_from_volume_node(node, view=normalise_view(view)))
             rendered.append((node, xray.view, *outputs.reprojection(volume, xray)))
         result = {"drrs": [], "ncc": [], "views": []}
         for node, view, drr, ncc in rendered:
@@ -427,7 +459,36 @@ def model_facts(model) -> dict:
             return {"id": entry.id, "sha256": NO_WEIGHTS, "view_counts": tuple(VIEW_COUNTS)}
         model_id, card = entry.id, read_card(entry.folder)
     check_weights(card)
-    return {"id": model_id, "sha256": card["sha256"], "view_counts": tuple(card.get("view_counts") or (2,))}
+    return {"id": model_id, "sha256": card["sha256"], "view_counts": _card_view_counts(card)}
+
+
+def _card_view_counts(card: dict) -> tuple[int, ...]:
+    return tuple(card.get("view_counts") or (2,))
+
+
+def view_count_problem(model_id: str, counts, lateral: bool, extra: int) -> str | None:
+    """Why a model that accepts ``counts`` views cannot take the frontal (+ lateral) + ``extra`` views, or None."""
+    from x2ct import catalog
+
+    counts = sorted(int(c) for c in counts)
+    given = 1 + int(lateral) + extra
+    if given in counts:
+        return None
+    if counts == list(range(counts[0], counts[-1] + 1)) and len(counts) > 2:
+        accepted = f"{counts[0]} to {counts[-1]}"
+    else:
+        accepted = " or ".join(map(str, counts))
+    if given < counts[0]:
+        hint = "select a lateral X-ray." if not lateral else "add views under More views."
+        if not lateral and counts[0] > 2:
+            hint = "select a lateral X-ray and add views under More views."
+    elif given > counts[-1]:
+        hint = "remove views under More views." if extra else "clear the lateral X-ray."
+    else:
+        hint = f"give {accepted} views."
+    noun = "view" if counts == [1] else "views"
+    return (f"Model {model_id} needs {accepted} {noun} ({', '.join(catalog.views_for(counts[0]))}) but got "
+            f"{given}: {hint}")
 
 
 def check_weights(card: dict) -> None:
@@ -504,6 +565,43 @@ def node_name(path) -> str:
         if name.lower().endswith(ending):
             return name[: -len(ending)]
     return path.stem if path.suffix else name
+
+
+def _extra_view_problems(frontalNode, lateralNode, extraViews) -> list[str]:
+    """What is wrong with the extra (node, angle) views: no node, not an X-ray, a node or an angle used twice."""
+    problems = []
+    used = {node.GetID() for node in (frontalNode, lateralNode) if node is not None}
+    angles = [_node_angle(node, role) for node, role in ((frontalNode, "frontal"), (lateralNode, "lateral"))
+              if node is not None]
+    for row, (node, angle) in enumerate(extraViews, start=1):
+        try:
+            angle = view_angle(float(angle))
+        except (InputError, TypeError, ValueError):
+            problems.append(f"More views, row {row}: angle {angle!r} is not a number of degrees.")
+            continue
+        label = f"View at {angle:g} deg"
+        angles.append(angle)
+        if node is None:
+            problems.append(f"{label}: select an X-ray or remove the row.")
+            continue
+        if node.GetID() in used:
+            problems.append(f"{label}: X-ray {node.GetName()!r} is already used for another view; "
+                            "each view needs its own X-ray.")
+        used.add(node.GetID())
+        problems.extend(_problem(lambda n=node: scene_glue.xray_from_volume_node(n), label))
+    known = [a % 360.0 for a in angles if a is not None]
+    if len(set(known)) != len(known):
+        problems.append(f"Two views have the same angle ({', '.join(f'{a:g}' for a in known)} deg); "
+                        "give each view its own angle.")
+    return problems
+
+
+def _node_angle(node, role: str) -> float | None:
+    """The gantry angle a frontal/lateral input is taken at: its ``x2ct.view`` attribute, else its role."""
+    try:
+        return view_angle(node.GetAttribute(scene_glue.VIEW_ATTRIBUTE) or role)
+    except InputError:
+        return None  # an unreadable view attribute is reported when the X-ray is read
 
 
 def _problem(check, role: str) -> list[str]:
