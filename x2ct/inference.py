@@ -19,7 +19,10 @@ a 500 mm x 500 mm detector of 320 x 320 pixels, normalised per image to
 
 The output grid is the model protocol's: ``size``^3 voxels of
 ``crop_mm / size`` mm (320 / size for X2CT), canonical orientation, its
-centre at the origin (the radiographs carry no position to place it). HU
+centre at the origin (the radiographs carry no position to place it).
+``size`` is the model's volume size, or the card's ``output_size`` when
+it gives one (models trained at 64^3 on a CPU are resampled, trilinear,
+to the 128^3 protocol grid after fusion). HU
 come from the protocol's window; for the Durham protocol (per-CT min-max of
 [-1000, 1000] HU) the window ends stand for the unknown min and max, which
 any CT with air and bone reaches.
@@ -234,7 +237,13 @@ def reconstruct(xrays: Sequence[XRay], model: str | Path | LoadedModel, device: 
         report(0.8, "Beer-Lambert fusion")
         output = _fuse(output, views_np, angles, spec.volume_size, notes)
     report(0.9, "converting to HU")
-    state = output_state(spec.protocol, spec.volume_size)
+    size = int(loaded.card.get("output_size") or spec.volume_size)
+    if size != spec.volume_size:
+        output = _resize_cube(output, size)
+        spread = None if spread is None else _resize_cube(spread.float().cpu(), size)
+        notes.append(f"output: the model's {spec.volume_size}^3 volume resampled (trilinear) to the {size}^3 "
+                     "protocol grid, as its card says")
+    state = output_state(spec.protocol, size)
     volume = to_hu(output[0, 0].numpy(), state)
     uncertainty = None
     if spread is not None:
@@ -258,6 +267,11 @@ def _fuse(output: torch.Tensor, views: np.ndarray, angles, size: int, notes: lis
                  + ", ".join(f"{float(r):.3g}" for r in residual)
                  + " (views from a cone beam are not exactly consistent with one volume)")
     return fused
+
+
+def _resize_cube(volume: torch.Tensor, size: int) -> torch.Tensor:
+    """(1, 1, D, D, D) -> (1, 1, size, size, size), trilinear; both grids span the same protocol cube."""
+    return F.interpolate(volume, size=(size,) * 3, mode="trilinear", align_corners=False)
 
 
 def _builtin(model_id: str) -> torch.nn.Module:
