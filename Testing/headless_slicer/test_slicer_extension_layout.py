@@ -86,6 +86,9 @@ macro(ctkMacroCompilePythonScript)
   foreach(f IN LISTS C_SCRIPTS)
     file(APPEND ${_record} "core ${C_TARGET_NAME} ${C_SOURCE_DIR}/${f} ${C_INSTALL_DIR}/${f}\\n")
   endforeach()
+  foreach(f IN LISTS C_RESOURCES)
+    file(APPEND ${_record} "resource ${C_TARGET_NAME} ${C_SOURCE_DIR}/${f} ${C_INSTALL_DIR}/${f}\\n")
+  endforeach()
 endmacro()
 macro(slicer_add_python_unittest)
 endmacro()
@@ -113,6 +116,11 @@ def test_cmake_configures_and_installs_the_core_next_to_the_modules(tmp_path):
     expected = {p for p in (ROOT / "x2ct").rglob("*.py") if "__pycache__" not in p.parts}
     assert {source for source, _ in core} == expected
     assert all(install.startswith("lib/Slicer/qt-scripted-modules/x2ct/") for _, install in core)
+    # x2ct.catalog finds the shipped models in Resources/Models next to the installed core
+    resources = {install for kind, _name, _source, install in (line for line in lines if line[0] == "resource")}
+    shipped = {f"lib/Slicer/qt-scripted-modules/{p.relative_to(ROOT).as_posix()}"
+               for p in (ROOT / "Resources" / "Models").rglob("*") if p.suffix in (".json", ".safetensors")}
+    assert shipped and shipped <= resources
 
 
 def parse(path: Path) -> ast.Module:
