@@ -1,4 +1,9 @@
-"""``x2ct evaluate``: score a predicted CT against the ground truth, in every labelled convention."""
+"""``x2ct evaluate``: score a predicted CT against the ground truth, or a model on a dataset, in every convention.
+
+Two forms: ``--pred P --gt G`` (two CT files in HU), and ``--model ID_OR_FOLDER
+--data-kind KIND [--data SOURCE]`` (``x2ct.evaluation``: the model
+reconstructs each case of the split from the dataset's views).
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,28 @@ import math
 from pathlib import Path
 
 from x2ct.errors import InputError
+from x2ct.evaluation import DATA_KINDS
 from x2ct.io import read_ct
 from x2ct.metrics import CONVENTIONS, DEFAULT_HU_RANGE, evaluate_volumes, json_ready, lung_label_ids
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "evaluate", help="score a predicted CT against a ground-truth CT (X2CT, R&C and honest conventions)",
-        description="Both CTs are in HU, on the same grid (shape and spacing); they are normalised to [0, 1] "
-                    "by the HU window (the X2CT protocol's by default) and scored in every convention.")
-    parser.add_argument("--pred", type=Path, required=True,
-                        help="predicted CT in HU (DICOM folder, NIfTI, NRRD or MetaImage)")
-    parser.add_argument("--gt", type=Path, required=True, help="ground-truth CT on the same grid")
+        "evaluate", help="score a predicted CT against a ground truth, or a model on a dataset (every convention)",
+        description="With --pred/--gt: both CTs are in HU, on the same grid (shape and spacing); they are "
+                    "normalised to [0, 1] by the HU window (the X2CT protocol's by default) and scored in every "
+                    "convention. With --model/--data-kind: the model reconstructs every case of the split from the "
+                    "dataset's views (at its own view size and angles) and each case is scored on the model's grid.")
+    parser.add_argument("--pred", type=Path, help="predicted CT in HU (DICOM folder, NIfTI, NRRD or MetaImage)")
+    parser.add_argument("--gt", type=Path, help="ground-truth CT on the same grid")
+    parser.add_argument("--model", help="catalog model id or model folder to evaluate on --data")
+    parser.add_argument("--data-kind", choices=DATA_KINDS, default="simulated",
+                        help="dataset kind for --model (default: simulated pseudo-patients)")
+    parser.add_argument("--data", help="dataset folder or file for --model (not needed for simulated)")
+    parser.add_argument("--split", choices=("train", "validation", "test"), default="test",
+                        help="which split of the dataset (default: test)")
+    parser.add_argument("--count", type=int, help="evaluate only the first N cases of the split")
+    parser.add_argument("--device", choices=("cpu", "cuda", "mps"), default="cpu", help="device for --model")
     parser.add_argument("--labels", type=Path, help="organ label map of the ground truth, for lung Dice by label")
     parser.add_argument("--structures", type=Path,
                         help="CSV naming the label ids (columns id, structure), required with --labels")
@@ -31,6 +46,13 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    if args.model is not None:
+        if args.pred is not None or args.gt is not None:
+            raise InputError("Give either --pred and --gt (two CT files) or --model with --data-kind/--data, not both.")
+        return run_model(args)
+    if args.pred is None or args.gt is None:
+        raise InputError("Give --pred and --gt (a predicted and a ground-truth CT), or --model and --data-kind to "
+                         "evaluate a model on a dataset.")
     if (args.labels is None) != (args.structures is None):
         raise InputError("--labels and --structures go together: the label map and the CSV naming its ids "
                          "(e.g. chest-ct-labels.nii.gz with chest-ct-structures.csv).")
@@ -44,6 +66,25 @@ def run(args) -> int:
         print(json.dumps(json_ready(result), indent=2, allow_nan=False))
     else:
         print(format_table(result, (args.hu_min, args.hu_max)))
+    return 0
+
+
+def run_model(args) -> int:
+    from x2ct import inference
+    from x2ct.evaluation import dataset_for, evaluate_model
+
+    if args.count is not None and args.count < 1:
+        raise InputError(f"--count must be at least 1, got {args.count}.")
+    loaded = inference.load(args.model, args.device)
+    dataset = dataset_for(loaded.model.spec, args.data_kind, args.data, args.split, args.count)
+    result = evaluate_model(loaded, dataset, args.count, args.device)
+    if args.json:
+        print(json.dumps(json_ready(result), indent=2, allow_nan=False))
+    else:
+        print(f"{result['model']} on {len(result['cases'])} {args.split} case(s) of {args.data_kind} "
+              f"{args.data or ''}".rstrip() + " (mean; scored on the model's output grid)")
+        for name, value in result["mean"].items():
+            print(f"  {name:32s} {_number(name, value)}")
     return 0
 
 

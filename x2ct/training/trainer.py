@@ -27,12 +27,11 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
 from x2ct.errors import InputError, X2CTError
-from x2ct.metrics import evaluate as score
+from x2ct.evaluation import case_row, mean_row
 from x2ct.models import build, build_critic
 from x2ct.modelfile import save_model
 from x2ct.training import checkpoint, data, distributed, schedules
@@ -294,12 +293,9 @@ class Trainer:
             item = self.val_set[index]
             with self.autocast():
                 pred = model(item["views"][None].to(self.device), item["angles"][None].to(self.device))
-            result = score(pred[0, 0].float().cpu().numpy(), item["ct"][0].numpy(),
-                           hu_range=tuple(item["hu_range"].tolist()))
-            rows.append({f"{section}.{key}": float(value) for section in ("x2ct", "honest")
-                         for key, value in result[section].items() if isinstance(value, (int, float))})
+            rows.append(case_row(pred[0, 0], item))
         model.train(was_training)
-        return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]} if rows else {}
+        return mean_row(rows)
 
     def save(self, metrics: dict | None = None) -> Path:
         folder = checkpoint.save(self.out, self.step, self.saved_model, self.state(), self.card(metrics))
