@@ -62,6 +62,39 @@ def test_a_bad_file_adds_nothing_to_the_scene(scene, tmp_path):
     assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == before
 
 
+def _colour_png(path):
+    from PIL import Image
+
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[..., 0] = 200  # red: not a greyscale radiograph
+    Image.fromarray(rgb).save(path)
+
+
+def _one_pixel_png(path):
+    from PIL import Image
+
+    Image.fromarray(np.full((1, 1), 100, np.uint8)).save(path)
+
+
+def _ct_file(path):
+    x2ct.io.write_volume(Volume(np.zeros((8, 9, 10), np.float32), (1.0, 1.0, 1.0)), path)
+
+
+@pytest.mark.parametrize("name, make, message", [
+    ("colour.png", _colour_png, "colour"),
+    ("pixel.png", _one_pixel_png, "1x1"),
+    ("ct.nrrd", _ct_file, "3D"),
+    ("garbage.png", lambda path: path.write_bytes(b"not a picture"), "annot"),
+])
+def test_bad_xray_files_are_refused_with_a_reason_and_add_nothing(scene, tmp_path, name, make, message):
+    make(tmp_path / name)
+    before = [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())]
+    with pytest.raises(InputError) as refused:
+        ReconstructionLogic(scene).loadXRay(tmp_path / name)
+    assert message.lower() in str(refused.value).lower()
+    assert [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())] == before
+
+
 @pytest.mark.sampledata
 def test_real_radiograph_is_loaded_upright_with_its_spacing(scene):
     node = ReconstructionLogic(scene).loadXRay(sampledata.path("chest-xray"))
