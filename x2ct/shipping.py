@@ -57,7 +57,8 @@ TRAINING_DATA = ("Pseudo-patients of the one real chest CT shipped as sample dat
 #: id -> (description, number of views it is meant for).
 MODELS = {
     "henzler-1v": ("Henzler et al. single-image tomography (small, 64^3), one frontal view. The paper follows it "
-                   "with Beer-Lambert fusion (--fusion); here fusion lowers PSNR (docs/benchmarks/quality.md).", 1),
+                   "with Beer-Lambert fusion (--fusion): re-projection NCC near 0.999, PSNR about the same, lung Dice "
+                   "lower (docs/benchmarks/quality.md).", 1),
     "x2ct-cnn-2v": ("X2CT-CNN (X2CT-GAN generator without the critic; small, 64^3), frontal + lateral views.", 2),
     "duolift-cnn-2v": ("DuoLift-CNN (feature + image lifting, U-Net++; small, 64^3), frontal + lateral views.", 2),
     "repeat-concat-2v": ("Repeat and Concatenate (SwinUNETR, neural optimal transport; small, 128^2 -> 64^3), "
