@@ -118,3 +118,16 @@ def phantom_xrays(scene, phantom):
 
     return (glue.xray_node_from_xray(drr(phantom, "frontal"), "phantom frontal", scene),
             glue.xray_node_from_xray(drr(phantom, "lateral"), "phantom lateral", scene))
+
+
+@pytest.fixture
+def node_counts():
+    """A function giving the number of nodes of each class in a scene (to check a repeated call adds nothing)."""
+    def counts(scene) -> dict[str, int]:
+        found = {}
+        for index in range(scene.GetNumberOfNodes()):
+            name = scene.GetNthNode(index).GetClassName()
+            found[name] = found.get(name, 0) + 1
+        return found
+
+    return counts

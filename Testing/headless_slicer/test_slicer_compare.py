@@ -137,24 +137,17 @@ def test_difference_volume_has_a_diverging_colour_map_and_symmetric_window(scene
     assert display.GetColorNodeID() == colours.GetID(), "the colour map is made once per scene"
 
 
-def counts(scene) -> dict[str, int]:
-    found = {}
-    for n in range(scene.GetNumberOfNodes()):
-        name = scene.GetNthNode(n).GetClassName()
-        found[name] = found.get(name, 0) + 1
-    return found
 
-
-def test_compare_twice_updates_the_same_nodes(scene):
+def test_compare_twice_updates_the_same_nodes(scene, node_counts):
     predicted_node, truth_node = pair_of_nodes(scene)
     logic = ReconstructionLogic(scene)
     first = logic.compare(predicted_node, truth_node)
-    after_first = counts(scene)
+    after_first = node_counts(scene)
     ids = [first.GetAttribute(key) for key in ("X2CT.AlignedGroundTruthNodeID", "X2CT.DifferenceNodeID")]
 
     slicer.util.updateVolumeFromArray(predicted_node, slicer.util.arrayFromVolume(predicted_node) + 100.0)
     second = logic.compare(predicted_node, truth_node)
-    assert counts(scene) == after_first
+    assert node_counts(scene) == after_first
     assert second.GetID() == first.GetID()
     assert [second.GetAttribute(key) for key in ("X2CT.AlignedGroundTruthNodeID", "X2CT.DifferenceNodeID")] == ids
     difference = slicer.util.arrayFromVolume(scene.GetNodeByID(ids[1]))

@@ -190,29 +190,21 @@ def test_the_mip_view_gets_a_layout_and_is_switched_to(scene, slicer_app, phanto
     assert scene.GetNodesByClass("vtkMRMLLayoutNode").GetNumberOfItems() == 1
 
 
-def counts(scene) -> dict[str, int]:
-    """Number of nodes of each class in the scene."""
-    found = {}
-    for n in range(scene.GetNumberOfNodes()):
-        name = scene.GetNthNode(n).GetClassName()
-        found[name] = found.get(name, 0) + 1
-    return found
 
-
-def test_show_outputs_twice_updates_the_same_nodes(scene, slicer_app, phantom, phantom_xrays):
+def test_show_outputs_twice_updates_the_same_nodes(scene, slicer_app, phantom, phantom_xrays, node_counts):
     frontal, lateral = phantom_xrays
     ct = glue.volume_node_from_volume(phantom, "phantom CT", scene)
     ct.SetAttribute(outputs.INPUT_NODES, f"{frontal.GetID()} {lateral.GetID()}")
     logic = ReconstructionLogic(scene, slicer_app.app_logic)
     first = logic.showOutputs(ct)
-    after_first = counts(scene)
+    after_first = node_counts(scene)
     assert scene.GetNumberOfNodesByClass("vtkMRMLVolumeRenderingDisplayNode") == 2
     assert first["volumeRendering"].GetROINodeID() == first["roi"].GetID()
     assert len(first["reprojection"]["drrs"]) == 2
 
     slicer.util.updateVolumeFromArray(ct, slicer.util.arrayFromVolume(ct) * 0.5)  # the CT changed meanwhile
     second = logic.showOutputs(ct)
-    assert counts(scene) == after_first
+    assert node_counts(scene) == after_first
     for key in ("volumeRendering", "roi", "mipRendering", "mipView"):
         assert second[key].GetID() == first[key].GetID(), key
     for name, node in second["mips"].items():
@@ -229,7 +221,7 @@ def test_show_outputs_twice_updates_the_same_nodes(scene, slicer_app, phantom, p
 
     other = glue.volume_node_from_volume(phantom, "another CT", scene)
     logic.showOutputs(other, reprojection=False)
-    assert counts(scene)["vtkMRMLMarkupsROINode"] == 2 * after_first["vtkMRMLMarkupsROINode"], "a new CT, new outputs"
+    assert node_counts(scene)["vtkMRMLMarkupsROINode"] == 2 * after_first["vtkMRMLMarkupsROINode"], "a new CT, new outputs"
     assert outputs.linked_node(scene, "vtkMRMLMarkupsROINode", other, "cut-away").GetID() != first["roi"].GetID()
 
 

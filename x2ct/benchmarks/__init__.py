@@ -70,3 +70,12 @@ def peak_rss_mib() -> float:
     """Peak resident memory of this process so far (Linux/macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if platform.system() == "Darwin" else peak / 1024
+
+
+def peak_memory(device) -> dict:
+    """This process's peak memory on ``device`` (a torch.device): GPU allocations on CUDA, else resident memory."""
+    import torch
+
+    if device.type == "cuda":
+        return {"gpu_peak_bytes": torch.cuda.max_memory_allocated(device), "gpu": torch.cuda.get_device_name(device)}
+    return {"peak_rss_bytes": peak_rss_mib() * 2**20}

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from x2ct import models
-from x2ct.benchmarks import peak_rss_mib
+from x2ct.benchmarks import peak_memory
 
 TITLE = "Model inference: time and memory"
 
@@ -134,11 +134,7 @@ def _measure(name, preset, views, view_size, volume_size, threads, repeats, targ
         "seconds": statistics.median(p[0] for p in passes),
         "seconds_total": statistics.median(p[1] for p in passes),
     }
-    if target.type == "cuda":
-        result["gpu_peak_bytes"] = torch.cuda.max_memory_allocated(target)
-        result["gpu"] = torch.cuda.get_device_name(target)
-    else:
-        result["peak_rss_bytes"] = peak_rss_mib() * 2**20
+    result.update(peak_memory(target))
     return result
 
 

@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from x2ct.benchmarks import peak_rss_mib
+from x2ct.benchmarks import peak_memory
 from x2ct.benchmarks.models import _is_out_of_memory, pin_cores
 
 TITLE = "Training: steps per second and memory"
@@ -111,11 +111,7 @@ def measure(method: str, preset: str, device: str = "cpu", steps: int = STEPS, w
                   "k": config.train.generator_steps_per_critic_step if trainer.critic is not None else None,
                   "seconds_per_step": seconds / steps, "steps_per_second": steps / seconds,
                   "data_seconds_per_case": data_seconds / len(cases)}
-    if target.type == "cuda":
-        result["gpu_peak_bytes"] = torch.cuda.max_memory_allocated(target)
-        result["gpu"] = torch.cuda.get_device_name(target)
-    else:
-        result["peak_rss_bytes"] = peak_rss_mib() * 2**20
+    result.update(peak_memory(target))
     return result
 
 
