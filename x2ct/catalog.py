@@ -26,7 +26,7 @@ from pathlib import Path
 
 from x2ct.errors import InputError
 from x2ct.checksum import sha256_file
-from x2ct.modelfile import CARD_NAME, read_card
+from x2ct.modelfile import CARD_NAME, checked_weights, read_card
 
 #: The shipped catalog and its JSON schema.
 SHIPPED_FOLDER = Path(__file__).resolve().parents[1] / "Resources" / "Models"
@@ -95,14 +95,9 @@ def import_model(path, model_id: str | None = None, overwrite: bool = False) -> 
     """Copy a model folder (card + weights) into the user folder after checking the weights' sha256."""
     card = read_card(path)
     source = Path(card["_folder"])
-    weights = source / card["weights"]
     if Path(card["weights"]).name != card["weights"]:
         raise InputError(f"The model card names weights {card['weights']!r} outside its folder; refusing it.")
-    if not weights.is_file():
-        raise InputError(f"Weights file {weights} named by the model card is missing.")
-    if sha256_file(weights) != card["sha256"]:
-        raise InputError(f"Checksum mismatch for {weights}: it does not match the sha256 in its card, so it is "
-                         "corrupt or was changed; get the model again.")
+    weights = checked_weights(card)
     check_safetensors(weights)
     model_id = model_id or source.name.lower()
     if not _ID.match(model_id):

@@ -85,6 +85,24 @@ def read_card(path) -> dict:
     return card
 
 
+def checked_weights(card: dict, max_bytes: int | None = None) -> Path:
+    """The card's weights file, refused (InputError) when missing or when its sha256 differs from the card's.
+
+    ``max_bytes``: skip the checksum of larger files (a quick pre-check; the
+    loader always checks).
+    """
+    weights = Path(card["_folder"]) / card["weights"]
+    if not weights.is_file():
+        raise InputError(f"Weights file {weights} named by the model card is missing.")
+    if max_bytes is not None and weights.stat().st_size > max_bytes:
+        return weights
+    actual = sha256_file(weights)
+    if actual != card["sha256"]:
+        raise InputError(f"Checksum mismatch for {weights}: the card expects sha256 {card['sha256']}, the file "
+                         f"has {actual}. The file is corrupt or was changed; re-import the model.")
+    return weights
+
+
 def load_model(path, device: str | torch.device = "cpu"):
     """Rebuild the network from its card and load checked weights; return (model, card).
 
@@ -97,13 +115,7 @@ def load_model(path, device: str | torch.device = "cpu"):
     from x2ct.models import build
 
     card = read_card(path)
-    weights = Path(card["_folder"]) / card["weights"]
-    if not weights.is_file():
-        raise InputError(f"Weights file {weights} named by the model card is missing.")
-    actual = sha256_file(weights)
-    if actual != card["sha256"]:
-        raise InputError(f"Checksum mismatch for {weights}: the card expects sha256 {card['sha256']}, the file "
-                         f"has {actual}. The file is corrupt or was changed; re-import the model.")
+    weights = checked_weights(card)
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as error:

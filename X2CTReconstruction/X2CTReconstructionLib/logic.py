@@ -443,10 +443,10 @@ def model_facts(model) -> dict:
     """``{"id", "sha256", "view_counts"}`` of a catalog id or model folder, without loading weights.
 
     An unknown id raises InputError listing the known ones; weights that are
-    missing or do not match the card's sha256 raise InputError (see ``check_weights``).
+    missing or do not match the card's sha256 raise InputError (``x2ct.modelfile.checked_weights``).
     """
     from x2ct import catalog
-    from x2ct.modelfile import read_card
+    from x2ct.modelfile import checked_weights, read_card
 
     path = Path(str(model)).expanduser()
     if path.is_dir():
@@ -458,7 +458,7 @@ def model_facts(model) -> dict:
 
             return {"id": entry.id, "sha256": NO_WEIGHTS, "view_counts": tuple(VIEW_COUNTS)}
         model_id, card = entry.id, read_card(entry.folder)
-    check_weights(card)
+    checked_weights(card, PRECHECK_MAX_BYTES)  # the message before any process starts; the child checks again
     return {"id": model_id, "sha256": card["sha256"], "view_counts": _card_view_counts(card)}
 
 
@@ -489,25 +489,6 @@ def view_count_problem(model_id: str, counts, lateral: bool, extra: int) -> str 
     noun = "view" if counts == [1] else "views"
     return (f"Model {model_id} needs {accepted} {noun} ({', '.join(catalog.views_for(counts[0]))}) but got "
             f"{given}: {hint}")
-
-
-def check_weights(card: dict) -> None:
-    """Refuse (InputError) weights that are missing or, up to ``PRECHECK_MAX_BYTES``, differ from the card's sha256.
-
-    The same check as ``x2ct.modelfile.load_model`` in the child, done here so
-    that the message comes before a process is started.
-    """
-    from x2ct.checksum import sha256_file
-
-    weights = Path(card["_folder"]) / card["weights"]
-    if not weights.is_file():
-        raise InputError(f"Weights file {weights} named by the model card is missing.")
-    if weights.stat().st_size > PRECHECK_MAX_BYTES:
-        return
-    actual = sha256_file(weights)
-    if actual != card["sha256"]:
-        raise InputError(f"Checksum mismatch for {weights}: the card expects sha256 {card['sha256']}, the file "
-                         f"has {actual}. The file is corrupt or was changed; re-import the model.")
 
 
 def xray_for_role(node, role: str):

@@ -11,11 +11,14 @@ Timings are measured here, never asserted in tests.
 from __future__ import annotations
 
 import datetime
+import json
 import importlib
 import os
 import pkgutil
 import platform
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -79,3 +82,24 @@ def peak_memory(device) -> dict:
     if device.type == "cuda":
         return {"gpu_peak_bytes": torch.cuda.max_memory_allocated(device), "gpu": torch.cuda.get_device_name(device)}
     return {"peak_rss_bytes": peak_rss_mib() * 2**20}
+
+
+def child_result(module: str, arguments: list[str], identity: dict, time_limit: float, threads: int) -> dict:
+    """Run ``python -m MODULE --one ... --json`` with ``threads`` threads; its last JSON line, or ``{"error": ...}``.
+
+    A fresh interpreter per measurement keeps peak memory and warm caches of one
+    model out of the next. ``identity`` (name, preset, device) labels a failure.
+    """
+    command = [sys.executable, "-m", module, *arguments, "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=time_limit, env=env)
+    except subprocess.TimeoutExpired:
+        return {**identity, "error": f"over the {time_limit:g} s time limit"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if lines:
+        return json.loads(lines[-1])
+    if done.returncode < 0:
+        return {**identity, "error": f"killed by signal {-done.returncode} (out of memory?)"}
+    last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return {**identity, "error": f"exit code {done.returncode}: {last[:200]}"}

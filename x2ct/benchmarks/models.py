@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -33,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from x2ct import models
-from x2ct.benchmarks import peak_memory
+from x2ct.benchmarks import child_result, peak_memory
 
 TITLE = "Model inference: time and memory"
 
@@ -170,21 +169,10 @@ def measure_in_child(name: str, preset: str, device: str = "cpu", repeats: int =
 
     The child stops adding timed passes at 80 % of ``time_limit`` and is killed at the limit.
     """
-    command = [sys.executable, "-m", "x2ct.benchmarks.models", "--one", name, preset, "--device", device,
-               "--repeats", str(repeats), "--budget", str(0.8 * time_limit), "--json"]
-    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
-    failed = {"name": name, "preset": preset, "device": device}
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=time_limit, env=env)
-    except subprocess.TimeoutExpired:
-        return {**failed, "error": f"over the {time_limit:g} s time limit"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if lines:
-        return json.loads(lines[-1])
-    if done.returncode < 0:
-        return {**failed, "error": f"killed by signal {-done.returncode} (out of memory?)"}
-    last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-    return {**failed, "error": f"exit code {done.returncode}: {last[:200]}"}
+    arguments = ["--one", name, preset, "--device", device, "--repeats", str(repeats),
+                 "--budget", str(0.8 * time_limit)]
+    return child_result("x2ct.benchmarks.models", arguments, {"name": name, "preset": preset, "device": device},
+                        time_limit, THREADS)
 
 
 def run(quick: bool = False, names: list[str] | None = None, presets=PRESETS) -> str:

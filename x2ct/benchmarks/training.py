@@ -24,15 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
 import torch
 
-from x2ct.benchmarks import peak_memory
-from x2ct.benchmarks.models import _is_out_of_memory, pin_cores
+from x2ct.benchmarks import child_result, peak_memory
+from x2ct.benchmarks.models import _is_out_of_memory, blueprint, pin_cores
 
 TITLE = "Training: steps per second and memory"
 
@@ -119,11 +118,7 @@ def _spec(method: str, preset: str):
     """The model's sizes, read from a network built on the meta device when its builder allows."""
     from x2ct.models import build
 
-    try:
-        with torch.device("meta"):
-            return build(method, preset).spec
-    except Exception:  # a builder that needs real tensors
-        return build(method, preset).spec
+    return (blueprint(method, preset) or build(method, preset)).spec
 
 
 def _sync(device: torch.device) -> None:
@@ -134,21 +129,9 @@ def _sync(device: torch.device) -> None:
 def measure_in_child(method: str, preset: str, device: str = "cpu", steps: int = STEPS,
                      time_limit: float = 600) -> dict:
     """Run ``measure`` in a fresh interpreter; failures and time-outs come back as ``{"error": ...}``."""
-    command = [sys.executable, "-m", "x2ct.benchmarks.training", "--one", method, preset, "--device", device,
-               "--steps", str(steps), "--json"]
-    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
-    failed = {"name": method, "preset": preset, "device": device}
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=time_limit, env=env)
-    except subprocess.TimeoutExpired:
-        return {**failed, "error": f"over the {time_limit:g} s time limit"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if lines:
-        return json.loads(lines[-1])
-    if done.returncode < 0:
-        return {**failed, "error": f"killed by signal {-done.returncode} (out of memory?)"}
-    last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-    return {**failed, "error": f"exit code {done.returncode}: {last[:200]}"}
+    arguments = ["--one", method, preset, "--device", device, "--steps", str(steps)]
+    return child_result("x2ct.benchmarks.training", arguments,
+                        {"name": method, "preset": preset, "device": device}, time_limit, THREADS)
 
 
 def run(quick: bool = False, methods: list[str] | None = None) -> str:
