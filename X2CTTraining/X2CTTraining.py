@@ -96,6 +96,7 @@ class X2CTTrainingParameterNode:
 
     datasetFolder: pathlib.Path
     simulated: bool = False
+    method: str = ""  # its combo box is filled when the panel opens, so it is synchronised by hand
     preset: Annotated[str, Choice(PRESETS)] = "small"
     steps: Annotated[int, WithinRange(1, 10_000_000)] = 1000
     outputFolder: pathlib.Path
@@ -123,7 +124,7 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.ui.methodComboBox.connect("currentIndexChanged(int)", self.updateStatus)
+        self.ui.methodComboBox.connect("currentIndexChanged(int)", self.onMethodChanged)
         self.ui.startButton.connect("clicked(bool)", self.onStart)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         # Polling keeps Slicer responsive: the run reports through a pipe, read here a few times a second.
@@ -170,15 +171,35 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.ui.methodComboBox.count:
             return
         try:
-            self.ui.methodComboBox.addItems(self.logic.methodNames())
+            methods = self.logic.methodNames()
         except X2CTError as error:
             self.ui.statusLabel.text = str(error)
+            return
+        wasBlocked = self.ui.methodComboBox.blockSignals(True)  # filling must not overwrite a saved choice
+        self.ui.methodComboBox.addItems(methods)
+        self.ui.methodComboBox.blockSignals(wasBlocked)
+        self.updateStatus()
 
     def settings(self) -> tuple:
         """(dataset, method, preset, steps, output folder, resume) as the logic takes them."""
         p = self._parameterNode
         dataset = SIMULATED if p.simulated else p.datasetFolder
-        return dataset, self.ui.methodComboBox.currentText, p.preset, p.steps, p.outputFolder, p.resume
+        return dataset, p.method, p.preset, p.steps, p.outputFolder, p.resume
+
+    def onMethodChanged(self, index: int) -> None:
+        if self._parameterNode is not None and index >= 0:
+            self._parameterNode.method = self.ui.methodComboBox.itemText(index)
+
+    def showMethod(self) -> None:
+        """Select the parameter node's method in the combo box (the first method when none is chosen yet)."""
+        combo, parameters = self.ui.methodComboBox, self._parameterNode
+        if not parameters.method and combo.count:
+            parameters.method = combo.itemText(0)  # re-enters updateStatus through the node's Modified event
+        index = combo.findText(parameters.method)
+        if index >= 0 and index != combo.currentIndex:
+            wasBlocked = combo.blockSignals(True)
+            combo.currentIndex = index
+            combo.blockSignals(wasBlocked)
 
     def running(self) -> bool:
         return self.run is not None and not self.run.finished
@@ -187,6 +208,7 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Enable what can be done now and say what the training set-up still lacks."""
         if self._parameterNode is None:
             return
+        self.showMethod()
         self.ui.datasetPathLineEdit.enabled = not self._parameterNode.simulated
         self.ui.cancelButton.enabled = self.running()
         if self.running():

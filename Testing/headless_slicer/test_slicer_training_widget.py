@@ -1,0 +1,145 @@
+"""The X2CT Training panel's method choice, without Slicer's Qt layer.
+
+The method combo box is filled when the panel opens (listing the methods
+imports PyTorch), so the parameter node's ``method`` is synchronised by hand:
+a choice saved with the scene must survive the filling, and a pick in the box
+must reach the node that the Start button reads.
+"""
+
+import ast
+import importlib
+import sys
+import types
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("slicer_core", reason="headless Slicer (slicer-core) is not installed")
+pytest.importorskip("trame_slicer.core", reason="trame-slicer is not installed")
+
+pytestmark = pytest.mark.slicer
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULE_FILE = ROOT / "X2CTTraining" / "X2CTTraining.py"
+UI_FILE = ROOT / "X2CTTraining" / "Resources" / "UI" / "X2CTTraining.ui"
+
+
+def test_every_parameter_is_bound_to_a_widget_or_synchronised_by_hand():
+    tree = ast.parse(MODULE_FILE.read_text())
+    (wrapper,) = [node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+                  and node.name == "X2CTTrainingParameterNode"]
+    fields = {item.target.id for item in wrapper.body if isinstance(item, ast.AnnAssign)}
+    bound = {prop[0].text for prop in ElementTree.parse(UI_FILE).iter("property")
+             if prop.get("name") == "SlicerParameterName"}
+    assert bound | {"method"} == fields and "method" not in bound
+
+
+def _module(name, **attributes):
+    made = types.ModuleType(name)
+    made.__dict__.update(attributes)
+    return made
+
+
+class _Logic:
+    def __init__(self, parent=None):
+        super().__init__()
+
+
+class _Widget:
+    def __init__(self, parent=None):
+        self.parent = parent
+
+
+class _Combo:
+    """Stand-in for QComboBox: adding to an empty box selects the first item and signals it (unless blocked)."""
+
+    def __init__(self, onChange):
+        self.items, self.currentIndex, self.blocked, self.onChange = [], -1, False, onChange
+
+    @property
+    def count(self):
+        return len(self.items)
+
+    def addItems(self, texts):
+        self.items += texts
+        if self.currentIndex < 0 and self.items:
+            self.currentIndex = 0
+            if not self.blocked:
+                self.onChange(0)
+
+    def itemText(self, index):
+        return self.items[index]
+
+    def findText(self, text):
+        return self.items.index(text) if text in self.items else -1
+
+    def blockSignals(self, block):
+        was, self.blocked = self.blocked, block
+        return was
+
+    def pick(self, text):
+        """What a user's click does: select, then signal."""
+        self.currentIndex = self.items.index(text)
+        self.onChange(self.currentIndex)
+
+
+@pytest.fixture
+def training(monkeypatch, scene):
+    stand_ins = {
+        "qt": _module("qt"),
+        "slicer.i18n": _module("slicer.i18n", tr=lambda text: text),
+        "slicer.parameterNodeWrapper": _module(
+            "slicer.parameterNodeWrapper", Choice=lambda choices: tuple(choices),
+            WithinRange=lambda low, high: (low, high), parameterNodeWrapper=lambda cls: (lambda node: node)),
+        "slicer.ScriptedLoadableModule": _module(
+            "slicer.ScriptedLoadableModule", ScriptedLoadableModule=type("Module", (), {}),
+            ScriptedLoadableModuleWidget=_Widget, ScriptedLoadableModuleLogic=_Logic,
+            ScriptedLoadableModuleTest=type("Test", (), {})),
+    }
+    for name, stand_in in stand_ins.items():
+        monkeypatch.setitem(sys.modules, name, stand_in)
+    yield importlib.import_module("X2CTTraining")
+    sys.modules.pop("X2CTTraining", None)
+
+
+def make_widget(training, tmp_path, method=""):
+    """A panel whose parameter node (as saved with a scene) holds ``method``; its combo box still empty."""
+    widget = training.X2CTTrainingWidget()
+    widget.logic = training.X2CTTrainingLogic()
+    bag = types.SimpleNamespace
+    widget.ui = bag(methodComboBox=_Combo(widget.onMethodChanged), statusLabel=bag(text=""),
+                    startButton=bag(enabled=False), cancelButton=bag(enabled=False),
+                    datasetPathLineEdit=bag(enabled=True))
+    widget._parameterNode = bag(datasetFolder=None, simulated=True, method=method, preset="tiny", steps=2,
+                                outputFolder=tmp_path / "run", resume=False)
+    return widget
+
+
+def test_a_saved_method_survives_the_filling_of_the_box(training, tmp_path):
+    widget = make_widget(training, tmp_path, method="henzler")
+    widget.fillMethods()
+    combo = widget.ui.methodComboBox
+    assert combo.count > 1 and combo.itemText(combo.currentIndex) == "henzler"
+    assert widget._parameterNode.method == "henzler" and widget.settings()[1] == "henzler"
+    assert widget.ui.startButton.enabled and widget.ui.statusLabel.text == "Set-up is complete."
+
+
+def test_no_saved_method_takes_the_first_and_a_pick_reaches_the_node(training, tmp_path):
+    widget = make_widget(training, tmp_path)
+    widget.fillMethods()
+    combo = widget.ui.methodComboBox
+    assert widget._parameterNode.method == combo.itemText(0) and combo.currentIndex == 0
+
+    combo.pick("x2ct-gan")
+    assert widget._parameterNode.method == "x2ct-gan" and widget.settings()[1] == "x2ct-gan"
+    widget.updateStatus()
+    assert combo.itemText(combo.currentIndex) == "x2ct-gan"
+
+
+def test_an_unknown_saved_method_disables_start_with_the_reason(training, tmp_path):
+    widget = make_widget(training, tmp_path, method="retired-method")
+    widget.fillMethods()
+    assert widget._parameterNode.method == "retired-method"
+    assert not widget.ui.startButton.enabled
+    assert "Choose a method" in widget.ui.statusLabel.text and "'retired-method'" in widget.ui.statusLabel.text
