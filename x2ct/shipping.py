@@ -41,6 +41,8 @@ from x2ct.image import Volume
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "output" / "ship"
+#: What ``train`` records in the run folder: training seconds over all sessions, threads, summary.
+TRAIN_RECORD = "ship-train.json"
 #: Largest float16 PSNR loss (dB, honest convention, validation cases) accepted for halving the weights.
 HALF_TOLERANCE_DB = 0.05
 #: Size limits of the shipped weights (a lent accelerator machine hands back files of at most 16 MB).
@@ -107,11 +109,26 @@ def train(model_id: str, out: Path | None = None, resume: bool = False) -> dict:
     config = load(config_path(model_id))
     spec = build(config.method, config.preset, **config.model).spec
     out = Path(out or RUNS / model_id)
+    before = training_seconds(out) if resume else 0.0  # read before the trainer rewrites config.yaml
     started = time.time()
     summary = run(config, out, resume=resume, progress="json", datasets=training_sets(config, spec))
-    record = {"seconds": time.time() - started, "threads": torch.get_num_threads(), "summary": summary}
-    (out / "ship-train.json").write_text(json.dumps(record, indent=2, default=str))
+    record = {"seconds": before + time.time() - started, "threads": torch.get_num_threads(), "summary": summary}
+    (out / TRAIN_RECORD).write_text(json.dumps(record, indent=2, default=str))
     return record
+
+
+def training_seconds(out: Path) -> float:
+    """Training time of the run in ``out`` so far, over every session (resumed runs add up)."""
+    from x2ct.training import checkpoint
+
+    record = out / TRAIN_RECORD
+    if record.is_file():
+        return float(json.loads(record.read_text())["seconds"])
+    pointer = checkpoint.read_pointer(out, checkpoint.LATEST)
+    if pointer is None:
+        return 0.0
+    # An interrupted first session left no record: from the config it wrote to its last checkpoint.
+    return (out / pointer["folder"]).stat().st_mtime - (out / "config.yaml").stat().st_mtime
 
 
 #: Test pseudo-patients scored for each model card (the quality benchmark uses more).
@@ -206,7 +223,7 @@ def export(model_id: str) -> dict:
             "steps_planned": config.train.steps,
             "chosen": "best checkpoint by honest PSNR on the validation cases" if "metric" in pointer
                       else "last checkpoint",
-            "seconds": round(folder.stat().st_mtime - (out / "config.yaml").stat().st_mtime),
+            "seconds": round(training_seconds(out)),
             "hardware": HARDWARE,
             "parameters": sum(p.numel() for p in model.parameters()),
         },
