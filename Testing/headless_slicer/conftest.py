@@ -45,37 +45,55 @@ def slicer_app():
 
 @pytest.fixture
 def scene(slicer_app, offscreen_views):
-    """A scene emptied before and after the test (singleton nodes such as views stay, unlinked).
+    """A scene emptied before and after the test, its views as they were when the session made them.
 
     The offscreen views are made first, whatever the test order: made after a test has added the
     compare layout's slice views, trame-slicer's Red view found no slice node to render.
     """
-    _reset(slicer_app.scene)
+    _reset(slicer_app.scene, offscreen_views.pristine)
     yield slicer_app.scene
-    _reset(slicer_app.scene)
+    _reset(slicer_app.scene, offscreen_views.pristine)
 
 
-def _reset(scene) -> None:
-    """Clear the scene and restore the slice views: the compare layout links them, and links and
-    orientations survive Clear (slice nodes are singletons), so a linked reset in one test would turn
-    the next test's axial view into a reformatted one."""
-    from X2CTReconstructionLib.render import SLICE_VIEWS
+#: View state that survives ``Clear`` (these nodes are singletons): links, orientations, field of view, slabs.
+VIEW_CLASSES = ("vtkMRMLSliceNode", "vtkMRMLSliceCompositeNode", "vtkMRMLViewNode")
 
+
+def _snapshot(scene) -> dict:
+    """A copy of every view node, by ID, to restore the views from after each test."""
+    copies = {}
+    for class_name in VIEW_CLASSES:
+        for index in range(scene.GetNumberOfNodesByClass(class_name)):
+            node = scene.GetNthNodeByClass(index, class_name)
+            copy = node.CreateNodeInstance()
+            copy.Copy(node)
+            copies[node.GetID()] = copy
+    return copies
+
+
+def _reset(scene, pristine: dict) -> None:
+    """Clear the scene and put the session's views back as they were: the compare layout links the
+    slice views and an imported scene brings its own slice geometry, and both survive ``Clear``, so
+    one test would otherwise change what the next test's views show."""
     scene.Clear(0)
-    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
-        scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode").SetLinkedControl(False)
-    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
-        node = scene.GetNthNodeByClass(index, "vtkMRMLSliceNode")
-        if node.GetLayoutName() in SLICE_VIEWS:
-            node.SetOrientation(SLICE_VIEWS[node.GetLayoutName()])
+    for node_id, copy in pristine.items():
+        node = scene.GetNodeByID(node_id)
+        if node is not None:
+            node.Copy(copy)
 
 
 @pytest.fixture(scope="session")
 def offscreen_views(slicer_app):
-    """Red/Yellow/Green slice views and a 3D view of the session's scene, rendered offscreen on demand."""
+    """Red/Yellow/Green slice views, a 3D view and the MIP 3D view of the session's scene, rendered offscreen."""
     from X2CTReconstructionLib import render
 
-    return render.OffscreenViews(slicer_app, size=(256, 256))
+    from X2CTReconstructionLib.outputs import MIP_VIEW
+
+    views = render.OffscreenViews(slicer_app, size=(256, 256))
+    # Made before any test: showOutputs would otherwise make a MIP view node that no offscreen view draws.
+    views.add_threed_view(MIP_VIEW)
+    views.pristine = _snapshot(slicer_app.scene)
+    return views
 
 
 #: Side (voxels) and spacing (mm) of the phantom below.

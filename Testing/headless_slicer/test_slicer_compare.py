@@ -15,6 +15,7 @@ pytest.importorskip("trame_slicer.core", reason="trame-slicer is not installed")
 
 import slicer  # noqa: E402
 from X2CTReconstructionLib import compare  # noqa: E402
+from X2CTReconstructionLib import outputs  # noqa: E402
 from X2CTReconstructionLib import scene as glue  # noqa: E402
 from X2CTReconstructionLib.logic import ReconstructionLogic  # noqa: E402
 
@@ -64,8 +65,12 @@ def test_compare_fills_table_difference_and_layout(scene):
 
     table = ReconstructionLogic(scene).compare(predicted_node, truth_node)
 
-    aligned_node = scene.GetNodeByID(table.GetAttribute("X2CT.AlignedGroundTruthNodeID"))
-    difference_node = scene.GetNodeByID(table.GetAttribute("X2CT.DifferenceNodeID"))
+    aligned_node = table.GetNodeReference(outputs.ALIGNED_GROUND_TRUTH)
+    difference_node = table.GetNodeReference(outputs.DIFFERENCE)
+    assert table.GetNodeReference(outputs.PREDICTION) is predicted_node
+    for node in (aligned_node, difference_node, table):
+        assert node.GetNodeReference(outputs.SOURCE) is predicted_node
+        assert node.GetNodeReference(outputs.GROUND_TRUTH) is truth_node
     aligned = glue.volume_from_volume_node(aligned_node)
     np.testing.assert_allclose(aligned.array, to_canonical(truth).array, atol=1e-3)
     np.testing.assert_allclose(aligned.origin, prediction.origin, atol=1e-6)
@@ -108,7 +113,7 @@ def test_compare_refuses_an_xray_as_ground_truth(scene):
 def test_difference_volume_has_a_diverging_colour_map_and_symmetric_window(scene):
     predicted_node, truth_node = pair_of_nodes(scene)
     table = ReconstructionLogic(scene).compare(predicted_node, truth_node)
-    difference_node = scene.GetNodeByID(table.GetAttribute("X2CT.DifferenceNodeID"))
+    difference_node = table.GetNodeReference(outputs.DIFFERENCE)
     display = difference_node.GetDisplayNode()
     difference = slicer.util.arrayFromVolume(difference_node)
     assert display.GetLevel() == 0.0 and not display.GetAutoWindowLevel()
@@ -132,7 +137,7 @@ def test_difference_volume_has_a_diverging_colour_map_and_symmetric_window(scene
     flat = glue.volume_node_from_volume(Volume(chest(), (SPACING,) * 3), "flat prediction", scene)
     same = glue.volume_node_from_volume(Volume(chest(), (SPACING,) * 3), "same", scene)
     table = ReconstructionLogic(scene).compare(flat, same)
-    display = scene.GetNodeByID(table.GetAttribute("X2CT.DifferenceNodeID")).GetDisplayNode()
+    display = table.GetNodeReference(outputs.DIFFERENCE).GetDisplayNode()
     assert display.GetWindow() == 2 * compare.DIFFERENCE_MIN_HALF_WIDTH  # all zero: the window's floor
     assert display.GetColorNodeID() == colours.GetID(), "the colour map is made once per scene"
 
@@ -143,13 +148,13 @@ def test_compare_twice_updates_the_same_nodes(scene, node_counts):
     logic = ReconstructionLogic(scene)
     first = logic.compare(predicted_node, truth_node)
     after_first = node_counts(scene)
-    ids = [first.GetAttribute(key) for key in ("X2CT.AlignedGroundTruthNodeID", "X2CT.DifferenceNodeID")]
+    ids = [first.GetNodeReferenceID(role) for role in (outputs.ALIGNED_GROUND_TRUTH, outputs.DIFFERENCE)]
 
     slicer.util.updateVolumeFromArray(predicted_node, slicer.util.arrayFromVolume(predicted_node) + 100.0)
     second = logic.compare(predicted_node, truth_node)
     assert node_counts(scene) == after_first
     assert second.GetID() == first.GetID()
-    assert [second.GetAttribute(key) for key in ("X2CT.AlignedGroundTruthNodeID", "X2CT.DifferenceNodeID")] == ids
+    assert [second.GetNodeReferenceID(role) for role in (outputs.ALIGNED_GROUND_TRUTH, outputs.DIFFERENCE)] == ids
     difference = slicer.util.arrayFromVolume(scene.GetNodeByID(ids[1]))
     aligned = slicer.util.arrayFromVolume(scene.GetNodeByID(ids[0]))
     np.testing.assert_allclose(difference, slicer.util.arrayFromVolume(predicted_node) - aligned, atol=1e-3)

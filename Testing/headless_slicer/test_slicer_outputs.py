@@ -25,19 +25,13 @@ from x2ct.image import to_canonical  # noqa: E402
 
 pytestmark = pytest.mark.slicer
 
-@pytest.fixture
-def views(offscreen_views):
-    offscreen_views.add_threed_view(outputs.MIP_VIEW)
-    return offscreen_views
-
-
 def ras_bounds(node) -> np.ndarray:
     bounds = np.zeros(6)
     node.GetRASBounds(bounds)
     return bounds
 
 
-def test_outputs_of_a_reconstruction(scene, slicer_app, views, phantom_xrays):
+def test_outputs_of_a_reconstruction(scene, slicer_app, offscreen_views, phantom_xrays):
     frontal, lateral = phantom_xrays
     logic = ReconstructionLogic(scene, slicer_app.app_logic)
     ct = logic.reconstruct(frontal, lateral, device="cpu")
@@ -46,10 +40,10 @@ def test_outputs_of_a_reconstruction(scene, slicer_app, views, phantom_xrays):
     display = ct.GetDisplayNode()
     assert (display.GetLevel(), display.GetWindow()) == outputs.CT_WINDOW
     for name in render.SLICE_VIEWS:
-        assert views.views[name].get_background_volume_id() == ct.GetID()
+        assert offscreen_views.views[name].get_background_volume_id() == ct.GetID()
 
     rendering = made["volumeRendering"]
-    main_view = views.views[render.THREE_D_VIEW].get_view_node()
+    main_view = offscreen_views.views[render.THREE_D_VIEW].get_view_node()
     assert rendering.GetVisibility() and rendering.GetViewNodeIDs() == (main_view.GetID(),)
     roi = made["roi"]
     assert rendering.GetROINodeID() == roi.GetID() and rendering.GetCroppingEnabled()
@@ -116,17 +110,17 @@ def _ijk_to_ras(node):
     return matrix
 
 
-def test_renders_show_bone_cut_away_and_mip(scene, slicer_app, views, tmp_path, phantom):
+def test_renders_show_bone_cut_away_and_mip(scene, slicer_app, offscreen_views, tmp_path, phantom):
     ct = glue.volume_node_from_volume(phantom, "phantom CT", scene)
     made = ReconstructionLogic(scene, slicer_app.app_logic).showOutputs(ct, reprojection=False)
-    for view in views.views.values():
+    for view in offscreen_views.views.values():
         view.reset_view()
 
-    paths = views.save(tmp_path, prefix="slices-", names=list(render.SLICE_VIEWS))
+    paths = offscreen_views.save(tmp_path, prefix="slices-", names=list(render.SLICE_VIEWS))
     low = outputs.CT_WINDOW[0] - outputs.CT_WINDOW[1] / 2
     for name in render.SLICE_VIEWS:
         shown = np.asarray(Image.open(paths[name]).convert("L"), dtype=np.float64)
-        hu = expected_hu(views.views[name], ct)
+        hu = expected_hu(offscreen_views.views[name], ct)
         assert np.isfinite(hu).mean() > 0.3, f"{name}: the CT covers too little of the view"
         air, tissue, bone = hu < -500, np.abs(hu) < 50, hu > 500
         assert np.median(shown[air]) < 5, f"{name}: air is not dark"  # medians: the ROI outline crosses the view
@@ -134,14 +128,14 @@ def test_renders_show_bone_cut_away_and_mip(scene, slicer_app, views, tmp_path, 
         assert abs(np.median(shown[tissue]) - expected_tissue) < 10, f"{name}: soft tissue not at the window's grey"
         if bone.sum() > 10:
             assert np.median(shown[bone]) > 240, f"{name}: bone is not bright"
-    assert (expected_hu(views.views["Red"], ct) > 500).sum() > 10, "the axial view shows no bone"
+    assert (expected_hu(offscreen_views.views["Red"], ct) > 500).sum() > 10, "the axial view shows no bone"
 
     # the ROI box itself is left out of the 3D pictures: headless (Mesa) it renders as a textured box
     made["roi"].GetDisplayNode().SetVisibility(False)
     three_d = render.THREE_D_VIEW
-    cut = views.capture(three_d).astype(np.float64)
+    cut = offscreen_views.capture(three_d).astype(np.float64)
     made["volumeRendering"].SetCroppingEnabled(False)
-    full = views.capture(three_d).astype(np.float64)
+    full = offscreen_views.capture(three_d).astype(np.float64)
     made["volumeRendering"].SetCroppingEnabled(True)
     Image.fromarray(cut.astype(np.uint8)).save(tmp_path / "cut-away.png")
     Image.fromarray(full.astype(np.uint8)).save(tmp_path / "full.png")
@@ -153,7 +147,7 @@ def test_renders_show_bone_cut_away_and_mip(scene, slicer_app, views, tmp_path, 
         assert bone_coloured.sum() > 50, f"no bright bone in the {what} rendering"
     assert np.abs(full - cut).mean() > 3, "the cut-away rendering looks like the full one"
 
-    mip = views.capture(outputs.MIP_VIEW).astype(np.float64)
+    mip = offscreen_views.capture(outputs.MIP_VIEW).astype(np.float64)
     Image.fromarray(mip.astype(np.uint8)).save(tmp_path / "mip.png")
     assert np.abs(mip[..., 0] - mip[..., 2]).max() < 2, "the MIP rendering is not grayscale"
     rows, columns = mip.shape[:2]
@@ -194,7 +188,7 @@ def test_the_mip_view_gets_a_layout_and_is_switched_to(scene, slicer_app, phanto
 def test_show_outputs_twice_updates_the_same_nodes(scene, slicer_app, phantom, phantom_xrays, node_counts):
     frontal, lateral = phantom_xrays
     ct = glue.volume_node_from_volume(phantom, "phantom CT", scene)
-    ct.SetAttribute(outputs.INPUT_NODES, f"{frontal.GetID()} {lateral.GetID()}")
+    outputs.set_inputs(ct, [frontal, lateral])
     logic = ReconstructionLogic(scene, slicer_app.app_logic)
     first = logic.showOutputs(ct)
     after_first = node_counts(scene)
@@ -213,7 +207,8 @@ def test_show_outputs_twice_updates_the_same_nodes(scene, slicer_app, phantom, p
         np.testing.assert_allclose(to_canonical(glue.volume_from_volume_node(node)).array, expected)
     assert [n.GetID() for n in second["reprojection"]["drrs"]] == [n.GetID() for n in first["reprojection"]["drrs"]]
     frontal_drr = second["reprojection"]["drrs"][0]
-    assert frontal_drr.GetAttribute(outputs.DRR_INPUT) == frontal.GetID()
+    assert frontal_drr.GetNodeReference(outputs.DRR_INPUT) is frontal
+    assert frontal_drr.GetNodeReference(outputs.SOURCE) is ct
     assert glue.xray_from_volume_node(frontal_drr).view == frontal.GetAttribute(glue.VIEW_ATTRIBUTE)
     expected_drr, _ = outputs.reprojection(glue.volume_from_volume_node(ct), glue.xray_from_volume_node(frontal))
     np.testing.assert_allclose(glue.xray_from_volume_node(frontal_drr).image, expected_drr.image, rtol=1e-5, atol=1e-6)

@@ -22,7 +22,7 @@ import slicer  # noqa: E402
 import vtk  # noqa: E402
 from X2CTReconstructionLib import outputs  # noqa: E402
 from X2CTReconstructionLib import scene as glue  # noqa: E402
-from X2CTReconstructionLib.logic import ReconstructionLogic  # noqa: E402
+from X2CTReconstructionLib.logic import ReconstructionLogic, input_nodes  # noqa: E402
 
 from x2ct import inference  # noqa: E402
 from x2ct.errors import InputError, X2CTError  # noqa: E402
@@ -213,7 +213,10 @@ def test_four_views_with_angles_become_a_ct_node_with_every_view_in_its_provenan
     assert [(v["node"], v["role"], v["angle_deg"]) for v in views] == [
         ("phantom frontal", "frontal", 0.0), ("phantom lateral", "lateral", 90.0),
         ("phantom AP", "extra", 180.0), ("phantom right lateral", "extra", 270.0)]
-    assert node.GetAttribute(outputs.INPUT_NODES).split() == [n.GetID() for n in (frontal, lateral, ap, right)]
+    ids = [n.GetID() for n in (frontal, lateral, ap, right)]
+    assert [node.GetNodeReferenceID(f"{outputs.INPUT}{i}") for i in range(4)] == ids  # view i <-> input i
+    assert [n.GetID() for n in input_nodes(node)] == ids
+    assert all("node_id" not in view for view in views), "IDs do not survive a scene import; references do"
 
     # the child was given all four views at their angles: the same voxels as the model gives in-process
     xrays = [glue.xray_from_volume_node(frontal), glue.xray_from_volume_node(lateral),

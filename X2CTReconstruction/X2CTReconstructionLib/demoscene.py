@@ -63,8 +63,8 @@ def build(records: list[dict], out, log=print, app=None) -> dict[str, str]:
         sources = [xrays[record["case"], view] for view in record["views"]]
         node.SetAttribute(output_glue.MODEL, record["model"])
         node.SetAttribute(output_glue.NOTES, json.dumps(record["notes"]))
-        node.SetAttribute(output_glue.INPUT_NODES, " ".join(x.GetID() for x in sources))  # for the re-projection check
-        node.SetAttribute(output_glue.VIEWS, json.dumps([{"node_id": x.GetID(), "role": view}
+        output_glue.set_inputs(node, sources)  # for the re-projection check
+        node.SetAttribute(output_glue.VIEWS, json.dumps([{"node": x.GetName(), "role": view}
                                                          for x, view in zip(sources, record["views"])]))
         if previous is not None:
             views.hide(previous)

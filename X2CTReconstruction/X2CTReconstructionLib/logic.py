@@ -179,7 +179,7 @@ class ReconstructionLogic:
                 path = x2ct.io.write_xray(xray, folder / f"view{index}-{role}.nrrd")
                 angle = view_angle(xray.view)
                 arguments += ["--view", f"{path}:{angle:g}" if role == "extra" else str(path)]
-                records.append({"node": node.GetName(), "node_id": node.GetID(), "role": role,
+                records.append({"node": node.GetName(), "role": role,
                                 "view": str(xray.view), "angle_deg": angle,
                                 "pixel_spacing_mm": list(xray.pixel_spacing), "size": list(xray.shape)})
             arguments += ["--model", str(model), "--out", str(folder / "ct.nrrd"), "--device", device,
@@ -245,7 +245,9 @@ class ReconstructionLogic:
     def reprojectionCheck(self, ctNode, xrayNodes=None) -> dict:
         """DRRs of the CT at the X-rays' views, added beside them, and their NCC with the X-rays.
 
-        ``xrayNodes`` defaults to the inputs recorded on the CT node. The NCC
+        ``xrayNodes`` defaults to the inputs referenced by the CT node; each
+        input is rendered at the view the model was given (its entry in
+        ``X2CT.Views``, extra views' angles included). The NCC
         of each view is stored on its DRR node (``X2CT.NCC``) and, by view, on
         the CT node (``X2CT.ReprojectionNCC``). Returns ``{"drrs": [nodes],
         "ncc": [floats], "views": [views]}``.
@@ -254,16 +256,16 @@ class ReconstructionLogic:
         if not nodes:
             raise InputError(f"No X-ray nodes to check {ctNode.GetName()!r} against; select the input X-rays.")
         volume = scene_glue.volume_from_volume_node(ctNode)
-        recorded = {record.get("node_id"): record.get("view") for record in _views_record(ctNode)}
+        recorded = _recorded_views(ctNode)
         rendered = []
         for node in nodes:
-            view = recorded.get(node.GetID())  # the view the model was given, angles of extra views included
+            view = recorded.get(node.GetID())
             xray = (xray_for_role(node, "frontal") if view is None
                     else scene_glue.xray_from_volume_node(node, view=normalise_view(view)))
             rendered.append((node, xray.view, *outputs.reprojection(volume, xray)))
         result = {"drrs": [], "ncc": [], "views": []}
         for node, view, drr, ncc in rendered:
-            of_input = {outputs.DRR_INPUT: node.GetID()}
+            of_input = {outputs.DRR_INPUT: node}
             earlier = outputs.linked_node(ctNode.GetScene(), "vtkMRMLScalarVolumeNode", ctNode, "drr", **of_input)
             drr_node = outputs.drr_node_beside(drr, node, f"{ctNode.GetName()} DRR {view}", existing=earlier)
             outputs.link(drr_node, ctNode, "drr", **of_input)
@@ -281,9 +283,10 @@ class ReconstructionLogic:
         aligned, see ``compare``), the difference volume (prediction - ground
         truth, HU) and the table (every metric convention and lung Dice), then
         switches to a two-row layout of linked slice views: prediction above,
-        ground truth below. The table's attributes ``X2CT.DifferenceNodeID``
-        and ``X2CT.AlignedGroundTruthNodeID`` name the two volumes. Comparing
-        the same pair again updates these nodes instead of adding others.
+        ground truth below. The table references the prediction, the two
+        volumes and the ground truth (node reference roles ``x2ctPrediction``,
+        ``x2ctAlignedGroundTruth``, ``x2ctDifference``, ``x2ctGroundTruth``).
+        Comparing the same pair again updates these nodes instead of adding others.
         """
         for node, role in ((predictedNode, "Prediction"), (groundTruthNode, "Ground truth")):
             if node is None:
@@ -292,7 +295,7 @@ class ReconstructionLogic:
         truth = _checked_volume(groundTruthNode, "Ground truth")
         aligned, difference, metrics = comparison.compare_volumes(prediction, truth)  # before any node is added
         scene = predictedNode.GetScene()
-        pair = {"X2CT.GroundTruth": groundTruthNode.GetID()}
+        pair = {outputs.GROUND_TRUTH: groundTruthNode}
         aligned_node = _compare_output(scene, aligned, predictedNode, "aligned-ground-truth", pair,
                                        f"{groundTruthNode.GetName()} on {predictedNode.GetName()} grid")
         outputs.set_window(aligned_node, outputs.CT_WINDOW)
@@ -305,11 +308,10 @@ class ReconstructionLogic:
                 f"{predictedNode.GetName()} vs {groundTruthNode.GetName()} metrics", scene))
             outputs.link(table, predictedNode, "metrics", **pair)
         comparison.fill_table(table, metrics)
-        for key, value in (("X2CT.Prediction", predictedNode.GetID()),
-                           ("X2CT.AlignedGroundTruthNodeID", aligned_node.GetID()),
-                           ("X2CT.DifferenceNodeID", difference_node.GetID()),
-                           ("X2CT.Alignment", comparison.ALIGNMENT)):
-            table.SetAttribute(key, value)
+        for role, node in ((outputs.PREDICTION, predictedNode), (outputs.ALIGNED_GROUND_TRUTH, aligned_node),
+                           (outputs.DIFFERENCE, difference_node)):
+            table.SetNodeReferenceID(role, node.GetID())
+        table.SetAttribute("X2CT.Alignment", comparison.ALIGNMENT)
         for node in (aligned_node, difference_node, table):
             outputs.place_in_study(node, predictedNode)
         comparison.show_side_by_side(scene, predictedNode, aligned_node)
@@ -423,7 +425,7 @@ class ReconstructionRun:
                 spread = scene_glue.volume_node_from_volume(uncertainty, f"{node.GetName()} uncertainty (SD, HU)",
                                                             self.scene)
                 added.append(spread)
-                spread.SetAttribute("X2CT.UncertaintyOf", node.GetID())
+                spread.SetNodeReferenceID(outputs.UNCERTAINTY_OF, node.GetID())
                 outputs.place_in_study(spread, self._inputs[0])
                 self.uncertaintyNode = spread
         except Exception:
@@ -498,17 +500,23 @@ def xray_for_role(node, role: str):
 
 
 def input_nodes(ctNode) -> list:
-    """The X-ray nodes a CT node was reconstructed from that are still in the scene."""
-    scene = ctNode.GetScene()
-    ids = (ctNode.GetAttribute(outputs.INPUT_NODES) or "").split()
-    return [node for node in (scene.GetNodeByID(i) for i in ids) if node is not None]
+    """The X-ray nodes a CT node was reconstructed from that are still in the scene, in view order."""
+    return [node for _, node in outputs.referenced_inputs(ctNode)]
 
 
-def _views_record(ctNode) -> list[dict]:
+def _recorded_views(ctNode) -> dict:
+    """Current ID of each input X-ray still in the scene -> the view it was given (its ``X2CT.Views`` entry)."""
+    records = _views_record(ctNode)
+    return {node.GetID(): records[index].get("view") for index, node in outputs.referenced_inputs(ctNode)
+            if index < len(records) and isinstance(records[index], dict)}
+
+
+def _views_record(ctNode) -> list:
     try:
-        return list(json.loads(ctNode.GetAttribute(outputs.VIEWS) or "[]"))
+        records = json.loads(ctNode.GetAttribute(outputs.VIEWS) or "[]")
     except json.JSONDecodeError:
         return []
+    return records if isinstance(records, list) else []
 
 
 def _compare_output(scene, volume, predictedNode, role: str, pair: dict, name: str):

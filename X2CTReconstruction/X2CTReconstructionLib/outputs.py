@@ -9,9 +9,11 @@
 - the re-projection check: DRRs of the output at the input views' angles,
   made like the training DRRs (X2CT mode), and their NCC with the inputs.
 
-Every node made from a CT carries ``X2CT.SourceCT`` (the CT node's ID) and
-``X2CT.Role``; showing the same CT again finds these nodes and updates them
-instead of adding copies.
+Every node made from a CT references it (node reference role ``x2ctSource``)
+and carries ``X2CT.Role``; showing the same CT again finds these nodes and
+updates them instead of adding copies. Links between nodes are MRML node
+references, never IDs in attributes: importing a saved scene into one that
+already holds nodes renames clashing IDs and updates references only.
 
 Imports ``slicer`` and ``vtk``, never ``qt``: runs in 3D Slicer and headless.
 """
@@ -36,14 +38,20 @@ GEOMETRY = "X2CT.Geometry"
 SOFTWARE = "X2CT.Software"
 NOTES = "X2CT.Notes"
 DEVICE = "X2CT.Device"
-INPUT_NODES = "X2CT.InputNodeIDs"
 REPROJECTION_NCC = "X2CT.ReprojectionNCC"
-#: What a derived node (rendering, ROI, MIP, DRR, compare output) is made from and what it is: a second
+#: What a derived node (rendering, ROI, MIP, DRR, compare output) is: with its ``SOURCE`` reference, a second
 #: ``showOutputs`` or ``compare`` finds and updates it instead of adding another.
-SOURCE = "X2CT.SourceCT"
 ROLE = "X2CT.Role"
-#: On a DRR node: the X-ray node it re-projects (a CT has one DRR per input view).
-DRR_INPUT = "X2CT.DRRInput"
+
+# Node reference roles: when an imported scene's node IDs clash, MRML updates references, not attributes.
+SOURCE = "x2ctSource"  # derived node -> the CT it is made from
+INPUT = "x2ctInput"  # CT -> its input X-ray of view index i, role "x2ctInput<i>" (index i of the VIEWS record)
+DRR_INPUT = "x2ctDRRInput"  # DRR node -> the X-ray it re-projects (a CT has one DRR per input view)
+GROUND_TRUTH = "x2ctGroundTruth"  # compare output (aligned truth, difference, table) -> the ground-truth CT
+PREDICTION = "x2ctPrediction"  # metrics table -> the prediction it scores
+ALIGNED_GROUND_TRUTH = "x2ctAlignedGroundTruth"  # metrics table -> the ground truth on the prediction's grid
+DIFFERENCE = "x2ctDifference"  # metrics table -> the difference volume (prediction - ground truth)
+UNCERTAINTY_OF = "x2ctUncertaintyOf"  # uncertainty (SD) volume -> the CT whose samples it spreads
 
 #: Display windows (level, width) in HU: soft tissue for the CT, bone for its MIPs (bone dominates a MIP).
 CT_WINDOW = CT_WINDOWS["soft-tissue"]
@@ -94,7 +102,10 @@ def geometry_record(volume: Volume) -> dict:
 
 def set_provenance(node, model_id: str, sha256: str, views: list[dict], volume: Volume, notes: list[str],
                    device: str, input_nodes=()) -> None:
-    """Record how the node was made: model and weights hash, views, geometry, software, notes."""
+    """Record how the node was made: model and weights hash, views, geometry, software, notes, input X-rays.
+
+    ``views`` holds one record per node of ``input_nodes``, in the same order.
+    """
     node.SetAttribute(MODEL, model_id)
     node.SetAttribute(MODEL_SHA256, sha256)
     node.SetAttribute(VIEWS, json.dumps(views))
@@ -102,7 +113,35 @@ def set_provenance(node, model_id: str, sha256: str, views: list[dict], volume: 
     node.SetAttribute(SOFTWARE, json.dumps(software_versions()))
     node.SetAttribute(NOTES, json.dumps(list(notes)))
     node.SetAttribute(DEVICE, str(device))
-    node.SetAttribute(INPUT_NODES, " ".join(n.GetID() for n in input_nodes))
+    set_inputs(node, input_nodes)
+
+
+def set_inputs(node, input_nodes) -> None:
+    """Reference the input X-ray nodes, the i-th as role ``x2ctInput<i>`` (earlier inputs are forgotten).
+
+    One role per view index, not one role with several references: MRML
+    drops the reference to a removed node, which would shift the later ones.
+    """
+    for role in _input_roles(node):
+        node.RemoveNodeReferenceIDs(role)
+    for index, xray in enumerate(input_nodes):
+        node.SetNodeReferenceID(f"{INPUT}{index}", xray.GetID())
+
+
+def referenced_inputs(node) -> list[tuple[int, object]]:
+    """(view index, X-ray node) of each input of ``node`` still in the scene, by view index."""
+    found = []
+    for role in _input_roles(node):
+        xray = node.GetNodeReference(role)
+        if xray is not None:
+            found.append((int(role[len(INPUT):]), xray))
+    return sorted(found, key=lambda pair: pair[0])
+
+
+def _input_roles(node) -> list[str]:
+    roles: list[str] = []
+    node.GetNodeReferenceRoles(roles)
+    return [role for role in roles if role.startswith(INPUT) and role[len(INPUT):].isdigit()]
 
 
 def study_item(node) -> int | None:
@@ -366,19 +405,26 @@ def switch_layout(scene, layout_id: int, xml: str):
     return layout
 
 
-def link(node, source, role: str, **extra) -> None:
-    """Mark ``node`` as the ``role`` output made from ``source`` (see ``linked_node``)."""
-    node.SetAttribute(SOURCE, source.GetID())
+def link(node, source, role: str, **references) -> None:
+    """Mark ``node`` as the ``role`` output made from ``source`` (see ``linked_node``).
+
+    ``references`` maps more reference roles to nodes (e.g. ``{DRR_INPUT: xray}``).
+    """
+    node.SetNodeReferenceID(SOURCE, source.GetID())
     node.SetAttribute(ROLE, role)
-    for attribute, value in extra.items():
-        node.SetAttribute(attribute, value)
+    for reference_role, target in references.items():
+        node.SetNodeReferenceID(reference_role, target.GetID())
 
 
-def linked_node(scene, class_name: str, source, role: str, **extra):
-    """The node of ``class_name`` marked by ``link`` as the ``role`` output of ``source`` (None if none)."""
-    wanted = {SOURCE: source.GetID(), ROLE: role, **extra}
+def linked_node(scene, class_name: str, source, role: str, **references):
+    """The node of ``class_name`` marked by ``link`` as the ``role`` output of ``source`` (None if none).
+
+    ``references`` (reference role -> node) must match too, by the nodes' current IDs.
+    """
+    wanted = {SOURCE: source, **references}
     for node in _nodes(scene, class_name):
-        if all(node.GetAttribute(attribute) == value for attribute, value in wanted.items()):
+        if node.GetAttribute(ROLE) == role and all(
+                node.GetNodeReferenceID(reference_role) == target.GetID() for reference_role, target in wanted.items()):
             return node
     return None
 
