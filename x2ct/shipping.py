@@ -13,6 +13,7 @@ cases, only slower). On one CPU thread (``OMP_NUM_THREADS=1``)::
     python -m x2ct.shipping train henzler-1v      # -> output/ship/henzler-1v/
     python -m x2ct.shipping export henzler-1v     # -> Resources/Models/henzler-1v/ + Models.json
     python -m x2ct.shipping train ID [ID ...]     # several in turn (ids: see MODELS)
+    python -m x2ct.shipping train ID --resume     # continue a stopped run; its time adds up on the card
 
 ``export`` takes the best validation checkpoint, stores float16 weights
 when they score within ``HALF_TOLERANCE_DB`` of float32 on the validation
