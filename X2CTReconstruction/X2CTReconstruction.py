@@ -42,7 +42,7 @@ from slicer.ScriptedLoadableModule import (  # noqa: E402
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin  # noqa: E402
-from X2CTReconstructionLib.logic import ReconstructionLogic, view_count_problem  # noqa: E402
+from X2CTReconstructionLib.logic import ReconstructionLogic, is_generative, view_count_problem  # noqa: E402
 
 from x2ct.errors import X2CTError  # noqa: E402
 
@@ -142,26 +142,17 @@ def modelCardHtml(entry) -> str:
 
 
 def isGenerative(entry) -> bool:
-    """Whether the model draws samples (several draws give a mean and an uncertainty volume).
-
-    The network is built on torch's meta device (no memory, no weights read)
-    from its card, so any registered method with a ``sample`` method counts.
-    """
-    if entry.folder is None:  # built-in baselines are deterministic
+    """Whether the catalog entry's model draws samples (built-in baselines do not)."""
+    if entry.folder is None:
         return False
-    import torch
-
     from x2ct.modelfile import read_card
-    from x2ct.models import registry
 
     try:
         card = read_card(entry.folder)
-        with torch.device("meta"):
-            network = registry.build(card["name"], card["preset"], **(card.get("overrides") or {}))
-    except Exception:  # an unreadable card is reported when the run starts; here it only keeps samples at 1
-        logging.exception("Could not inspect model %s", entry.id)
+    except (X2CTError, OSError) as error:  # reported when the run starts; here it only keeps samples at 1
+        logging.warning("Could not read the card of model %s: %s", entry.id, error)
         return False
-    return callable(getattr(network, "sample", None))
+    return is_generative(card)
 
 
 def reprojectionText(shown) -> str:

@@ -295,3 +295,34 @@ def test_import_model_checks_the_weights_and_copies_nothing_else(scene, tiny_mod
     with pytest.raises(InputError, match="No model card"):
         logic.importModel(tmp_path)
     assert sorted(p.name for p in (tmp_path / "user-models").iterdir()) == ["second-copy", "tiny-x2ct-cnn"]
+
+
+def test_samples_of_a_generative_model_add_an_uncertainty_node_linked_to_the_ct(scene, phantom_xrays, tmp_path,
+                                                                             monkeypatch):
+    from x2ct import catalog
+    from x2ct.models import build
+    from x2ct.modelfile import save_model
+
+    monkeypatch.setenv(catalog.MODELS_ENV, str(tmp_path / "user-models"))
+    save_model(build("code-diffusion", "tiny"), tmp_path / "user-models" / "tiny-diffusion")
+    frontal, lateral = phantom_xrays
+    logic = ReconstructionLogic(scene)
+    before = snapshot(scene)
+    with pytest.raises(InputError, match="back-projection is deterministic"):  # refused before anything starts
+        logic.startReconstruction(frontal, lateral, model="back-projection", device="cpu", samples=2)
+    assert snapshot(scene) == before
+
+    item = study(scene, frontal)
+    run = logic.startReconstruction(frontal, lateral, model="tiny-diffusion", device="cpu", samples=2)
+    ct = run.wait(timeout=180)
+    spread = run.uncertaintyNode
+    assert spread is not None and spread.GetNodeReference(outputs.UNCERTAINTY_OF) is ct
+    assert spread.GetName() == f"{ct.GetName()} uncertainty (SD, HU)"
+    assert outputs.study_item(spread) == outputs.study_item(ct) == item
+    values = slicer.util.arrayFromVolume(spread)
+    assert values.shape == slicer.util.arrayFromVolume(ct).shape and values.min() >= 0 and values.max() > 0
+    matrices = [vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()]
+    ct.GetIJKToRASMatrix(matrices[0])
+    spread.GetIJKToRASMatrix(matrices[1])
+    assert [matrices[0].GetElement(r, c) for r in range(4) for c in range(4)] == pytest.approx(
+        [matrices[1].GetElement(r, c) for r in range(4) for c in range(4)])

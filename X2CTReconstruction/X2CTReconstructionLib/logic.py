@@ -20,6 +20,7 @@ has been read; a failure or a cancel leaves the scene as it was.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -165,6 +166,9 @@ class ReconstructionLogic:
             raise InputError(f"Unknown device {device!r}; choose one of {', '.join(self.deviceChoices())}.")
         if int(samples) != samples or samples < 1:
             raise InputError(f"Samples must be a whole number of at least 1, got {samples}.")
+        if samples > 1 and not facts["generative"]:
+            raise InputError(f"Model {facts['id']} is deterministic; several samples need a generative model such "
+                             "as code-diffusion. Set samples to 1.")
         if outputNode is not None and not outputNode.IsA("vtkMRMLScalarVolumeNode"):
             raise InputError(f"Output node {outputNode.GetName()!r} is not a scalar volume; choose a volume node "
                              "or let the module create one.")
@@ -442,7 +446,7 @@ class ReconstructionRun:
 
 
 def model_facts(model) -> dict:
-    """``{"id", "sha256", "view_counts"}`` of a catalog id or model folder, without loading weights.
+    """``{"id", "sha256", "view_counts", "generative"}`` of a catalog id or model folder, without loading weights.
 
     An unknown id raises InputError listing the known ones; weights that are
     missing or do not match the card's sha256 raise InputError (``x2ct.modelfile.checked_weights``).
@@ -458,10 +462,30 @@ def model_facts(model) -> dict:
         if entry.source == "builtin":
             from x2ct.models.baselines import VIEW_COUNTS
 
-            return {"id": entry.id, "sha256": NO_WEIGHTS, "view_counts": tuple(VIEW_COUNTS)}
+            return {"id": entry.id, "sha256": NO_WEIGHTS, "view_counts": tuple(VIEW_COUNTS), "generative": False}
         model_id, card = entry.id, read_card(entry.folder)
     checked_weights(card, PRECHECK_MAX_BYTES)  # the message before any process starts; the child checks again
-    return {"id": model_id, "sha256": card["sha256"], "view_counts": _card_view_counts(card)}
+    return {"id": model_id, "sha256": card["sha256"], "view_counts": _card_view_counts(card),
+            "generative": is_generative(card)}
+
+
+def is_generative(card: dict) -> bool:
+    """Whether the card's model draws samples (several draws give a mean and an uncertainty volume).
+
+    The network is built on torch's meta device (no memory, no weights read),
+    so any registered method with a ``sample`` method counts.
+    """
+    import torch
+
+    from x2ct.models import registry
+
+    try:
+        with torch.device("meta"):
+            network = registry.build(card["name"], card["preset"], **(card.get("overrides") or {}))
+    except Exception:  # an unusable card is reported when the run starts; here it only means "not generative"
+        logging.exception("Could not inspect model %s", card.get("name"))
+        return False
+    return callable(getattr(network, "sample", None))
 
 
 def _card_view_counts(card: dict) -> tuple[int, ...]:
