@@ -84,6 +84,29 @@ def peak_memory(device) -> dict:
     return {"peak_rss_bytes": peak_rss_mib() * 2**20}
 
 
+def report_child(measurement, identity: dict, as_json: bool) -> int:
+    """The child side of ``child_result``: print ``measurement()``'s result, or its failure labelled by ``identity``.
+
+    A failure (out of memory, a missing package, ...) goes into the table, not a traceback: exit code 1.
+    """
+    try:
+        result = measurement()
+    except Exception as error:
+        text = str(error).strip()
+        message = f"{type(error).__name__}: {text.splitlines()[0][:160]}" if text else type(error).__name__
+        out_of_memory = isinstance(error, MemoryError) or is_out_of_memory(message)
+        result = {**identity, "error": "out of memory" if out_of_memory else message}
+        print(json.dumps(result) if as_json else result["error"])
+        return 1
+    print(json.dumps(result) if as_json else json.dumps(result, indent=2))
+    return 0
+
+
+def is_out_of_memory(message: str) -> bool:
+    """torch says 'CUDA out of memory' on GPUs and 'not enough memory' from its CPU allocator."""
+    return any(words in message.lower() for words in ("out of memory", "not enough memory", "cannot allocate memory"))
+
+
 def child_result(module: str, arguments: list[str], identity: dict, time_limit: float, threads: int) -> dict:
     """Run ``python -m MODULE --one ... --json`` with ``threads`` threads; its last JSON line, or ``{"error": ...}``.
 

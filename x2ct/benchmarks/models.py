@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import os
 import statistics
 import sys
@@ -32,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from x2ct import models
-from x2ct.benchmarks import child_result, peak_memory
+from x2ct.benchmarks import child_result, peak_memory, report_child
 
 TITLE = "Model inference: time and memory"
 
@@ -293,11 +292,6 @@ def render(rows: list[dict], devices: list[str], repeats: int, limits: dict, loa
 # --- command line -------------------------------------------------------------------------------
 
 
-def _is_out_of_memory(message: str) -> bool:
-    """torch says 'CUDA out of memory' on GPUs and 'not enough memory' from its CPU allocator."""
-    return any(words in message.lower() for words in ("out of memory", "not enough memory", "cannot allocate memory"))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m x2ct.benchmarks.models", description=__doc__.split("\n")[0])
     parser.add_argument("--one", nargs=2, metavar=("NAME", "PRESET"), help="measure one model in this process")
@@ -312,17 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, preset = args.one
     pin_cores(THREADS)
-    try:
-        result = measure(name, preset, repeats=args.repeats, device=args.device, budget=args.budget)
-    except Exception as error:  # reported in the table (out of memory, a missing package, ...), not raised
-        text = str(error).strip()
-        message = f"{type(error).__name__}: {text.splitlines()[0][:160]}" if text else type(error).__name__
-        result = {"name": name, "preset": preset, "device": args.device,
-                  "error": "out of memory" if isinstance(error, MemoryError) or _is_out_of_memory(message) else message}
-        print(json.dumps(result) if args.json else result["error"])
-        return 1
-    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
-    return 0
+    return report_child(lambda: measure(name, preset, repeats=args.repeats, device=args.device, budget=args.budget),
+                        {"name": name, "preset": preset, "device": args.device}, args.json)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ evaluation and no checkpoints).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -30,8 +29,8 @@ import time
 
 import torch
 
-from x2ct.benchmarks import child_result, peak_memory
-from x2ct.benchmarks.models import _is_out_of_memory, blueprint, pin_cores
+from x2ct.benchmarks import child_result, peak_memory, report_child
+from x2ct.benchmarks.models import blueprint, pin_cores
 
 TITLE = "Training: steps per second and memory"
 
@@ -219,17 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     method, preset = args.one
     if args.device == "cpu":
         pin_cores(THREADS)
-    try:
-        result = measure(method, preset, device=args.device, steps=args.steps)
-    except Exception as error:  # reported in the table, not raised
-        text = str(error).strip()
-        message = f"{type(error).__name__}: {text.splitlines()[0][:160]}" if text else type(error).__name__
-        result = {"name": method, "preset": preset, "device": args.device,
-                  "error": "out of memory" if isinstance(error, MemoryError) or _is_out_of_memory(message) else message}
-        print(json.dumps(result) if args.json else result["error"])
-        return 1
-    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
-    return 0
+    return report_child(lambda: measure(method, preset, device=args.device, steps=args.steps),
+                        {"name": method, "preset": preset, "device": args.device}, args.json)
 
 
 if __name__ == "__main__":
