@@ -23,6 +23,7 @@ pytest.importorskip("slicer_core", reason="headless Slicer (slicer-core) is not 
 pytest.importorskip("trame_slicer.core", reason="trame-slicer is not installed")
 
 import slicer  # noqa: E402
+from stand_ins import qt_layer  # noqa: E402
 
 pytestmark = pytest.mark.slicer
 
@@ -47,12 +48,6 @@ class _Test(unittest.TestCase):
         print(message)
 
 
-def _module(name, **attributes):
-    module = types.ModuleType(name)
-    module.__dict__.update(attributes)
-    return module
-
-
 @pytest.fixture
 def module_files(monkeypatch, slicer_app, scene, tmp_path):
     """Import both module files with stand-ins for Slicer's Qt layer; forget them afterwards.
@@ -60,18 +55,7 @@ def module_files(monkeypatch, slicer_app, scene, tmp_path):
     ``slicer.app`` stands in only with what the logic asks of it: the
     application logic (for volume rendering), here the headless app's.
     """
-    stand_ins = {
-        "qt": _module("qt"),
-        "slicer.i18n": _module("slicer.i18n", tr=lambda text: text),
-        "slicer.parameterNodeWrapper": _module(
-            "slicer.parameterNodeWrapper", Choice=lambda choices: tuple(choices),
-            WithinRange=lambda low, high: (low, high), parameterNodeWrapper=lambda cls: (lambda node: node)),
-        "slicer.ScriptedLoadableModule": _module(
-            "slicer.ScriptedLoadableModule", ScriptedLoadableModule=type("Module", (), {}),
-            ScriptedLoadableModuleWidget=type("Widget", (), {}), ScriptedLoadableModuleLogic=_Logic,
-            ScriptedLoadableModuleTest=_Test),
-    }
-    for name, module in stand_ins.items():
+    for name, module in qt_layer(logic=_Logic, test=_Test).items():
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(slicer.util, "tempDirectory", lambda: tempfile.mkdtemp(dir=tmp_path))
     monkeypatch.setattr(slicer, "app", types.SimpleNamespace(applicationLogic=lambda: slicer_app.app_logic),

@@ -18,6 +18,8 @@ import pytest
 pytest.importorskip("slicer_core", reason="headless Slicer (slicer-core) is not installed")
 pytest.importorskip("trame_slicer.core", reason="trame-slicer is not installed")
 
+from stand_ins import qt_layer  # noqa: E402
+
 pytestmark = pytest.mark.slicer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,22 +35,6 @@ def test_every_parameter_is_bound_to_a_widget_or_synchronised_by_hand():
     bound = {prop[0].text for prop in ElementTree.parse(UI_FILE).iter("property")
              if prop.get("name") == "SlicerParameterName"}
     assert bound | {"method"} == fields and "method" not in bound
-
-
-def _module(name, **attributes):
-    made = types.ModuleType(name)
-    made.__dict__.update(attributes)
-    return made
-
-
-class _Logic:
-    def __init__(self, parent=None):
-        super().__init__()
-
-
-class _Widget:
-    def __init__(self, parent=None):
-        self.parent = parent
 
 
 class _Combo:
@@ -86,18 +72,7 @@ class _Combo:
 
 @pytest.fixture
 def training(monkeypatch, scene):
-    stand_ins = {
-        "qt": _module("qt"),
-        "slicer.i18n": _module("slicer.i18n", tr=lambda text: text),
-        "slicer.parameterNodeWrapper": _module(
-            "slicer.parameterNodeWrapper", Choice=lambda choices: tuple(choices),
-            WithinRange=lambda low, high: (low, high), parameterNodeWrapper=lambda cls: (lambda node: node)),
-        "slicer.ScriptedLoadableModule": _module(
-            "slicer.ScriptedLoadableModule", ScriptedLoadableModule=type("Module", (), {}),
-            ScriptedLoadableModuleWidget=_Widget, ScriptedLoadableModuleLogic=_Logic,
-            ScriptedLoadableModuleTest=type("Test", (), {})),
-    }
-    for name, stand_in in stand_ins.items():
+    for name, stand_in in qt_layer().items():
         monkeypatch.setitem(sys.modules, name, stand_in)
     yield importlib.import_module("X2CTTraining")
     sys.modules.pop("X2CTTraining", None)

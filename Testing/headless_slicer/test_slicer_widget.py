@@ -26,6 +26,7 @@ pytest.importorskip("trame_slicer.core", reason="trame-slicer is not installed")
 
 import numpy as np  # noqa: E402
 import slicer  # noqa: E402
+from stand_ins import module, qt_layer  # noqa: E402
 
 from x2ct import io, sampledata  # noqa: E402
 from x2ct.errors import InputError, SampleDataError  # noqa: E402
@@ -90,20 +91,6 @@ def test_ui_defaults_a_user_relies_on():
 # --- the module file with stand-ins for Slicer's Qt layer ---------------------------------------
 
 
-class _Logic:
-    """Stand-in for ScriptedLoadableModuleLogic."""
-
-    def __init__(self, parent=None):
-        super().__init__()
-
-
-class _Widget:
-    """Stand-in for ScriptedLoadableModuleWidget."""
-
-    def __init__(self, parent=None):
-        self.parent = parent
-
-
 class _Timer:
     def __init__(self):
         self.active = False
@@ -121,26 +108,10 @@ class _Timer:
         self.active = False
 
 
-def _module(name, **attributes):
-    made = types.ModuleType(name)
-    made.__dict__.update(attributes)
-    return made
-
-
 @pytest.fixture
 def recon(monkeypatch, scene, tmp_path):
     """X2CTReconstruction.py imported with stand-ins; message boxes recorded in ``recon.shown``."""
-    stand_ins = {
-        "qt": _module("qt", QTimer=_Timer),
-        "slicer.i18n": _module("slicer.i18n", tr=lambda text: text),
-        "slicer.parameterNodeWrapper": _module("slicer.parameterNodeWrapper",
-                                               parameterNodeWrapper=lambda cls: (lambda node: node)),
-        "slicer.ScriptedLoadableModule": _module(
-            "slicer.ScriptedLoadableModule", ScriptedLoadableModule=type("Module", (), {}),
-            ScriptedLoadableModuleWidget=_Widget, ScriptedLoadableModuleLogic=_Logic,
-            ScriptedLoadableModuleTest=type("Test", (), {})),
-    }
-    for name, stand_in in stand_ins.items():
+    for name, stand_in in qt_layer(qt=module("qt", QTimer=_Timer)).items():
         monkeypatch.setitem(sys.modules, name, stand_in)
     shown = []
 
@@ -559,7 +530,7 @@ def sample_data(monkeypatch):
         registered.setdefault(kwargs.get("category", "Custom"), []).append(types.SimpleNamespace(**kwargs))
 
     logic = types.SimpleNamespace(registerCustomSampleDataSource=register)
-    monkeypatch.setitem(sys.modules, "SampleData", _module("SampleData", SampleDataLogic=logic))
+    monkeypatch.setitem(sys.modules, "SampleData", module("SampleData", SampleDataLogic=logic))
     return registered
 
 
