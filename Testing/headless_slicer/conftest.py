@@ -86,7 +86,6 @@ def _reset(scene, pristine: dict) -> None:
 def offscreen_views(slicer_app):
     """Red/Yellow/Green slice views, a 3D view and the MIP 3D view of the session's scene, rendered offscreen."""
     from X2CTReconstructionLib import render
-
     from X2CTReconstructionLib.outputs import MIP_VIEW
 
     views = render.OffscreenViews(slicer_app, size=(256, 256))
