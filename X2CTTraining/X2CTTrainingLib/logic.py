@@ -21,8 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from x2ct import jobs
 from x2ct.errors import InputError, X2CTError
 
@@ -123,6 +121,8 @@ class TrainingLogic:
         nearest preset's (ties go to the larger, published one: ``small`` trains
         with the paper's schedule). The result is validated before it is written.
         """
+        import yaml  # not bundled with Slicer: installed on first use, so never imported when the module loads
+
         from x2ct.training import config as configs
 
         out = Path(outputFolder)
@@ -186,6 +186,8 @@ class TrainingLogic:
             return []
         if not resumable:
             return [f"Nothing to resume: {output} holds no training checkpoint; untick Resume to start afresh."]
+        import yaml
+
         saved = yaml.safe_load((output / "config.yaml").read_text()) or {}
         if (saved.get("method"), saved.get("preset")) != (method, preset):
             return [f"The run in {output} trains {saved.get('method')} ({saved.get('preset')}); choose that method "
