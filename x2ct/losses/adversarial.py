@@ -15,11 +15,12 @@ the loss is averaged over the list.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Union
 
 import torch
 import torch.nn.functional as F
 
-Scores = torch.Tensor | Sequence[torch.Tensor]
+Scores = Union[torch.Tensor, Sequence[torch.Tensor]]  # evaluated at import: no `|` on Python 3.9 (Slicer 5.8)
 
 
 def _average(scores: Scores, term) -> torch.Tensor:

@@ -42,8 +42,10 @@ class ResNetEncoder2D(nn.Module):
             nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
         )
+        if not len(layers) == len(planes) == len(strides):  # zip(strict=True) needs Python 3.10; Slicer 5.8 has 3.9
+            raise ValueError(f"layers, planes and strides differ in length: {layers}, {planes}, {strides}")
         stages, channels = [], stem
-        for n_blocks, width, stride in zip(layers, planes, strides, strict=True):
+        for n_blocks, width, stride in zip(layers, planes, strides):
             shortcut = None
             if stride != 1 or channels != width:  # ResNet shortcut type B: 1x1 projection
                 shortcut = nn.Sequential(Conv[Conv.CONV, 2](channels, width, kernel_size=1, stride=stride, bias=False),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
@@ -27,11 +28,11 @@ class DataConfig:
     """Where cases come from and how they become (views, CT) pairs."""
 
     kind: str = "simulated"
-    source: str | None = None  # folder / file for the non-simulated kinds
+    source: Optional[str] = None  # folder / file for the non-simulated kinds
     protocol: str = "x2ct"  # intensity protocol (x2ct.data.protocol); its size is the model's volume size
     angles: list[float] = dataclasses.field(default_factory=lambda: [0.0, 90.0])
-    train_count: int | None = None  # first N training cases (all when null)
-    validation_count: int | None = None
+    train_count: Optional[int] = None  # first N training cases (all when null)
+    validation_count: Optional[int] = None
 
 
 @dataclasses.dataclass
@@ -70,7 +71,7 @@ class TrainConfig:
     betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     weight_decay: float = 0.0
-    critic_lr: float | None = None  # defaults to lr
+    critic_lr: Optional[float] = None  # defaults to lr
     generator_steps_per_critic_step: int = 1  # k (neural OT: 10)
     lr_schedule: str = "constant"
     decay_start: int = 0  # linear-decay: constant until here, then linear to 0 at `steps`
@@ -78,7 +79,7 @@ class TrainConfig:
     step_gamma: float = 0.1
     warmup: int = 0  # warmup: linear ramp over this many steps
     stage1_steps: int = 0  # code diffusion: VQ-VAE steps before the prior
-    ema: float | None = None  # EMA decay of the saved weights (null: the raw weights)
+    ema: Optional[float] = None  # EMA decay of the saved weights (null: the raw weights)
     seed: int = 0
     bf16: bool = True  # bf16 autocast (CUDA only)
     max_bad_steps: int = 5  # consecutive non-finite losses before training stops
