@@ -41,7 +41,7 @@ def test_geometry_is_the_protocol_grid_of_the_template():
     from x2ct import sampledata
     from x2ct.io import read_ct
 
-    patient = simulate.pseudo_patient(3, PROTOCOL)
+    patient = simulate.pseudo_patient(2, PROTOCOL)
     grid = PROTOCOL.output_grid(read_ct(sampledata.path("chest-ct")))
     assert patient.ct.shape == patient.labels.shape == (64, 64, 64)
     assert patient.ct.spacing == (grid.spacing,) * 3 == (5.0, 5.0, 5.0)
@@ -57,8 +57,9 @@ def test_intensities_and_lung_volume_are_chest_like(template):
         assert hu.min() >= -1024.0 and hu.max() <= simulate.MAX_HU
         assert np.median(hu[:, :3, :3]) < -950  # air in the cube's anterior-right corner
         assert -930 < np.median(hu[lungs]) < -700, seed
-        heart = labels == 51  # "heart" in chest-ct-structures.csv
-        assert 0 < np.median(hu[heart]) < 400, seed
+        if patient.parameters["patient"] == "chest-ct":  # patient 2's own organs are unlabelled (lungs only)
+            heart = labels == 51  # "heart" in chest-ct-structures.csv
+            assert 0 < np.median(hu[heart]) < 400, seed
         spine = np.isin(labels, range(29, 44))  # vertebrae L3..T1
         assert np.median(hu[spine]) > 150, seed
         litres = lungs.sum() * np.prod(patient.ct.spacing) / 1e6
@@ -88,6 +89,39 @@ def test_nodules_lie_inside_the_lungs(template):
         peaks = ndimage.maximum(patient.ct.array, components, range(1, count + 1))
         assert min(peaks) > -150, seed  # soft tissue inside, not lung
     assert found > 0
+
+
+def test_every_split_holds_both_patients_and_one_patient_can_be_kept():
+    for split in ("train", "validation", "test"):
+        chosen = simulate.seeds(split)[:4]
+        assert {simulate.patient_of(seed) for seed in chosen} == set(simulate.PATIENTS)
+    assert simulate.pseudo_patient(5, PROTOCOL).parameters["patient"] == "chest-ct-2"
+    only_first = simulate.Settings(patients=("chest-ct",))
+    assert simulate.pseudo_patient(5, PROTOCOL, only_first).parameters["patient"] == "chest-ct"
+    with pytest.raises(InputError, match="Unknown simulator patient"):
+        simulate.load_template(PROTOCOL.size, patient="chest-ct-3")
+
+
+def test_second_patient_is_top_aligned_and_continued_below_its_scan():
+    """Patient 2's 240 mm scan sits at the top of the cube; below it the body goes on (lower chest, abdomen)."""
+    from x2ct import sampledata
+    from x2ct.io import read_ct
+
+    template = simulate.load_template(PROTOCOL.size, patient="chest-ct-2")
+    grid = PROTOCOL.output_grid(read_ct(sampledata.path("chest-ct-2")))
+    shift = np.asarray(template.grid.origin) - np.asarray(grid.origin)
+    np.testing.assert_allclose(shift, [0.0, 0.0, -40.0], atol=1e-6)  # (320 - 240) / 2 mm towards the feet
+    m, n = template.margin, template.grid.n
+    hu = template.hu[m:m + n, m:m + n, m:m + n]
+    body_rows = (hu > -500).mean(axis=(1, 2))
+    assert body_rows[n // 8:].min() > 0.1  # body in every row below the neck: no flat cut at 240 mm
+    lungs = np.isin(template.labels[m:m + n, m:m + n, m:m + n], template.lung_labels)
+    right, left = lungs[..., : n // 2].sum(), lungs[..., n // 2:].sum()
+    assert min(right, left) > 0.6 * max(right, left)  # two lungs, right and left
+    assert -950 < np.median(hu[lungs]) < -700
+    pasted = template.hu[int(0.8 * (m + n)):]
+    blood = np.isin(template.labels[int(0.8 * (m + n)):], template.blood_labels)
+    assert not blood.any() or np.percentile(pasted[blood], 95) < 100  # non-contrast, as patient 2
 
 
 def test_seed_ranges_are_disjoint():

@@ -1,8 +1,26 @@
-"""Pseudo-patients: random but plausible chest CTs made from the real template CT.
+"""Pseudo-patients: random but plausible chest CTs made from the two real template CTs.
 
 With no public paired data reachable here, the models train and are tested
-on variations of the one real chest CT we have (``x2ct.sampledata`` case
-"chest-ct", with its organ label map). Each seed gives, deterministically:
+on variations of the two real chest CTs we have (``PATIENTS``): seed ``s``
+is made from ``PATIENTS[s % 2]``, so every split (and every run of
+consecutive seeds) holds pseudo-patients of both.
+
+* ``chest-ct``: contrast CT, neck to upper abdomen, with a 90-label organ map.
+* ``chest-ct-2``: non-contrast CT from the lower neck to mid thorax (240 mm,
+  no diaphragm) and no organ map. A full-height DRR of it alone would end in
+  a flat cut across the lungs, which no radiograph shows, so its template is
+  a documented chimera: the scan is placed at the top of the protocol cube
+  (as ``chest-ct``'s apices are) and below its last slice the body continues
+  with ``chest-ct``'s lower chest and upper abdomen, taken from the level
+  whose lung-to-body area ratio best matches patient 2's last slice and
+  scaled in-plane to patient 2's body outline, cross-faded over 10 mm; the
+  pasted blood is de-enhanced (patient 2 is non-contrast). Patient 2's own
+  labels are only its lungs (threshold -400 HU inside the body, split at
+  the midline, given the ids of the right and left upper lobes); the pasted
+  part keeps ``chest-ct``'s labels. The 292 mm field of view of the scan
+  cuts the shoulders at the sides; that is left as it is.
+
+Each seed gives, deterministically:
 
 * body habitus: anisotropic scaling (wider, deeper, longer), a small turn
   about the body axis and a shift of the patient in the field;
@@ -38,7 +56,7 @@ from scipy import ndimage
 
 from x2ct.data.protocol import AIR_HU, X2CT, Grid, Protocol, resample
 from x2ct.errors import InputError
-from x2ct.image import CANONICAL_DIRECTION, Volume, volume_from_sitk
+from x2ct.image import CANONICAL_DIRECTION, Volume, to_canonical, volume_from_sitk
 
 #: Disjoint seed ranges: pseudo-patients for training, validation and testing.
 TRAIN_SEEDS = range(0, 10000)
@@ -46,6 +64,11 @@ VALIDATION_SEEDS = range(10000, 11000)
 TEST_SEEDS = range(20000, 21000)
 SEED_RANGES = {"train": TRAIN_SEEDS, "validation": VALIDATION_SEEDS, "test": TEST_SEEDS}
 
+#: The real CTs (``x2ct.sampledata`` cases) pseudo-patients are made from; seed % len picks one.
+PATIENTS = ("chest-ct", "chest-ct-2")
+#: Patient 2's lungs, by threshold inside the body; its last slices cross-fade into the pasted lower body.
+LUNG_THRESHOLD_HU = -400.0
+SEAM_MM = 10.0
 #: Label of inserted nodules (the template's labels stop at 118).
 NODULE_LABEL = 200
 #: Highest HU kept (12-bit CT scale).
@@ -82,6 +105,7 @@ class Settings:
     gain_sd: float = 0.02                            # (HU + 1000) gain, normal
     offset_sd_hu: float = 8.0                        # HU offset, normal
     noise_hu: tuple[float, float] = (6.0, 20.0)      # noise standard deviation
+    patients: tuple[str, ...] = PATIENTS             # templates; seed % len(patients) picks one
 
 
 DEFAULT_SETTINGS = Settings()
@@ -110,16 +134,18 @@ class Template:
     blood_labels: tuple[int, ...]
     lung_centres: np.ndarray  # (2, 3) work-cube index (k, j, i) of the right and left lung centres
     midline_i: float          # work-cube i between the two lungs
+    patient: str = PATIENTS[0]  # the sampledata case it was made from
 
 
 def pseudo_patient(seed: int, protocol: Protocol = X2CT, settings: Settings = DEFAULT_SETTINGS) -> PseudoPatient:
     """The pseudo-patient of ``seed`` on ``protocol``'s output grid (same seed, same patient)."""
     if int(seed) != seed or seed < 0:
         raise InputError(f"A simulator seed is a non-negative integer, got {seed!r}.")
-    template = load_template(protocol.size, protocol.spacing_mm, protocol.crop_mm)
+    patient = patient_of(seed, settings)
+    template = load_template(protocol.size, protocol.spacing_mm, protocol.crop_mm, patient)
     rng = np.random.default_rng(int(seed))
     n, spacing = template.grid.n, template.grid.spacing
-    params: dict = {"seed": int(seed)}
+    params: dict = {"seed": int(seed), "patient": patient}
 
     coords = _habitus(template, rng, settings, params)  # (3, n, n, n) work-cube indices
     coords += _elastic(n, spacing, rng, settings, params)
@@ -142,34 +168,39 @@ def pseudo_patient(seed: int, protocol: Protocol = X2CT, settings: Settings = DE
     return PseudoPatient(int(seed), template.grid.volume(hu), template.grid.volume(labels), params)
 
 
-def load_template(size: int = 128, spacing_mm: float = 1.0, crop_mm: float = 320.0) -> Template:
-    """The template on a work cube for the protocol geometry (cached per process)."""
-    return _template(int(size), float(spacing_mm), float(crop_mm))
+def patient_of(seed: int, settings: Settings = DEFAULT_SETTINGS) -> str:
+    """The real CT (sampledata case) the pseudo-patient of ``seed`` is made from."""
+    return settings.patients[int(seed) % len(settings.patients)]
 
 
-@functools.lru_cache(maxsize=2)
-def _template(size: int, spacing_mm: float, crop_mm: float) -> Template:
-    import SimpleITK as sitk
+def load_template(size: int = 128, spacing_mm: float = 1.0, crop_mm: float = 320.0,
+                  patient: str = PATIENTS[0]) -> Template:
+    """The template of ``patient`` on a work cube for the protocol geometry (cached per process)."""
+    if patient not in PATIENTS:
+        raise InputError(f"Unknown simulator patient {patient!r}; choose one of: {', '.join(PATIENTS)}.")
+    return _template(int(size), float(spacing_mm), float(crop_mm), patient)
 
-    from x2ct import sampledata
 
-    files = sampledata.fetch("chest-ct")
-    ct = volume_from_sitk(sitk.ReadImage(str(files["chest-ct.nii.gz"])))
-    ct = ct.with_array(np.maximum(ct.array.astype(np.float32), AIR_HU))  # -2048 outside the scan's field
-    label_map = volume_from_sitk(sitk.ReadImage(str(files["chest-ct-labels.nii.gz"])))
-    names = _structure_names(files["chest-ct-structures.csv"])
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """A template CT and labels on its work cube, before the lung weights and centres are derived."""
+
+    hu: np.ndarray
+    labels: np.ndarray
+    grid: Grid
+    margin: int
+
+
+@functools.lru_cache(maxsize=4)
+def _template(size: int, spacing_mm: float, crop_mm: float, patient: str) -> Template:
+    protocol = Protocol(size=size, spacing_mm=spacing_mm, crop_mm=crop_mm)
+    names, first = _first_patient(protocol)
     lung_labels = tuple(sorted(i for i, name in names.items() if name.startswith("lung_") and "lobe" in name))
     blood_labels = tuple(sorted(i for i, name in names.items() if any(s in name for s in BLOOD_STRUCTURES)))
     if len(lung_labels) != 5:
         raise InputError(f"The template's structure list names {len(lung_labels)} lung lobes, expected 5.")
-
-    protocol = Protocol(size=size, spacing_mm=spacing_mm, crop_mm=crop_mm)
-    grid = protocol.output_grid(ct)
-    margin = int(np.ceil(0.15 * size))
-    work = Grid(grid.n + 2 * margin, grid.spacing,
-                tuple(np.asarray(grid.origin) - CANONICAL_DIRECTION @ np.full(3, margin * grid.spacing)))
-    hu = resample(ct, work, AIR_HU).array.astype(np.float32)
-    labels = resample(label_map, work, 0, interpolator="nearest").array.astype(np.uint8)
+    source = first if patient == PATIENTS[0] else _second_patient(protocol, first, names, blood_labels)
+    hu, labels, grid, margin = source.hu, source.labels, source.grid, source.margin
 
     lung = np.isin(labels, lung_labels)
     lung_weight = ndimage.gaussian_filter(lung.astype(np.float32), sigma=6.0 / grid.spacing)
@@ -180,7 +211,129 @@ def _template(size: int, spacing_mm: float, crop_mm: float) -> Template:
     midline = float(centres[:, 2].mean())
     for array in (hu, labels, lung_weight):
         array.setflags(write=False)
-    return Template(hu, labels, lung_weight, grid, margin, lung_labels, blood_labels, centres, midline)
+    return Template(hu, labels, lung_weight, grid, margin, lung_labels, blood_labels, centres, midline, patient)
+
+
+def _read_ct(path) -> Volume:
+    import SimpleITK as sitk
+
+    ct = volume_from_sitk(sitk.ReadImage(str(path)))
+    return ct.with_array(np.maximum(ct.array.astype(np.float32), AIR_HU))  # -2048 outside the scan's field
+
+
+def _work_grid(grid: Grid, margin: int) -> Grid:
+    return Grid(grid.n + 2 * margin, grid.spacing,
+                tuple(np.asarray(grid.origin) - CANONICAL_DIRECTION @ np.full(3, margin * grid.spacing)))
+
+
+def _first_patient(protocol: Protocol) -> tuple[dict[int, str], _Source]:
+    """Patient 1 (chest-ct) and its organ map on the work cube; the label names."""
+    import SimpleITK as sitk
+
+    from x2ct import sampledata
+
+    files = sampledata.fetch(PATIENTS[0])
+    ct = _read_ct(files["chest-ct.nii.gz"])
+    label_map = volume_from_sitk(sitk.ReadImage(str(files["chest-ct-labels.nii.gz"])))
+    grid = protocol.output_grid(ct)
+    margin = int(np.ceil(0.15 * protocol.size))
+    work = _work_grid(grid, margin)
+    hu = resample(ct, work, AIR_HU).array.astype(np.float32)
+    labels = resample(label_map, work, 0, interpolator="nearest").array.astype(np.uint8)
+    return _structure_names(files["chest-ct-structures.csv"]), _Source(hu, labels, grid, margin)
+
+
+def _second_patient(protocol: Protocol, first: _Source, names: dict[int, str], blood_labels) -> _Source:
+    """Patient 2 (chest-ct-2) at the top of the cube, continued below its last slice by patient 1 (docstring)."""
+    from x2ct import sampledata
+
+    ct = _read_ct(sampledata.path(PATIENTS[1]))
+    grid = protocol.output_grid(ct)
+    extent = to_canonical(ct).spacing[2] * ct.shape[0]  # mm along the body axis
+    top_pad = max(0.0, protocol.crop_mm - extent) / 2.0  # the protocol centres a short scan; move it up
+    grid = Grid(grid.n, grid.spacing, tuple(np.asarray(grid.origin) + CANONICAL_DIRECTION @ [0.0, 0.0, top_pad]))
+    work = _work_grid(grid, first.margin)
+    hu = resample(ct, work, AIR_HU).array.astype(np.float32)
+    coverage = resample(ct.with_array(np.ones(ct.shape, np.float32)), work, 0.0).array
+    last = int(np.flatnonzero(coverage.max(axis=(1, 2)) > 0.999)[-1])  # last work row inside the scan
+    labels = np.zeros(hu.shape, np.uint8)
+    lungs = _threshold_lungs(hu)
+    body_i = np.argwhere(_body(hu[last]))[:, 1].mean()
+    upper = {side: next(i for i, name in names.items() if name == f"lung_upper_lobe_{side}")
+             for side in ("right", "left")}
+    columns = np.arange(hu.shape[2])[None, None, :]
+    labels[lungs & (columns < body_i)] = upper["right"]  # smaller i is the patient's right
+    labels[lungs & (columns >= body_i)] = upper["left"]
+
+    seam = max(1, int(round(SEAM_MM / grid.spacing)))
+    match = _matching_level(first.hu, hu, last)
+    pasted_hu, pasted_labels = _pasted_lower_body(first, match, hu[last], last, seam)
+    blood = np.isin(pasted_labels, blood_labels) & (pasted_hu > 100.0)
+    pasted_hu[blood] = 40.0  # patient 2 is a non-contrast scan
+    weight = np.clip((np.arange(last - seam, hu.shape[0]) - (last - seam)) / (seam + 1.0), 0.0, 1.0)
+    weight = weight.astype(np.float32)[:, None, None]
+    hu[last - seam:] = (1.0 - weight) * hu[last - seam:] + weight * pasted_hu
+    labels[last - seam:] = np.where(weight >= 0.5, pasted_labels, labels[last - seam:])
+    return _Source(hu, labels, grid, first.margin)
+
+
+def _body(plane: np.ndarray) -> np.ndarray:
+    """The body in one axial plane: the largest region above -500 HU, holes (lungs) filled."""
+    regions, count = ndimage.label(plane > -500.0)
+    if count == 0:
+        return np.zeros(plane.shape, bool)
+    largest = 1 + int(np.argmax(ndimage.sum_labels(np.ones(plane.shape), regions, range(1, count + 1))))
+    return ndimage.binary_fill_holes(regions == largest)
+
+
+def _threshold_lungs(hu: np.ndarray) -> np.ndarray:
+    """Air inside the body, slice by slice, without specks (components under 1 % of the largest dropped)."""
+    lungs = np.stack([_body(plane) & (plane < LUNG_THRESHOLD_HU) for plane in hu])
+    lungs = ndimage.binary_opening(lungs)
+    regions, count = ndimage.label(lungs)
+    if count == 0:
+        return lungs
+    sizes = ndimage.sum_labels(np.ones(hu.shape), regions, range(1, count + 1))
+    return np.isin(regions, 1 + np.flatnonzero(sizes >= 0.01 * sizes.max()))
+
+
+def _lung_areas(hu: np.ndarray) -> np.ndarray:
+    """Lung area (voxels) of every axial row: air below the lung threshold inside the body."""
+    return np.array([(_body(plane) & (plane < LUNG_THRESHOLD_HU)).sum() for plane in hu], dtype=np.float64)
+
+
+def _matching_level(first_hu: np.ndarray, second_hu: np.ndarray, last: int) -> int:
+    """Patient 1's row at the same stage of the lungs as patient 2's row ``last``.
+
+    Patient 2's lungs are past their widest when its scan stops, so the match
+    is the row below patient 1's widest lungs whose lung area, as a fraction
+    of its widest, is closest to that of patient 2's last row.
+    """
+    first, second = _lung_areas(first_hu), _lung_areas(second_hu[:last + 1])
+    widest = int(np.argmax(first))
+    fraction = second[-1] / max(second.max(), 1.0)
+    return widest + int(np.argmin(np.abs(first[widest:] / max(first.max(), 1.0) - fraction)))
+
+
+def _pasted_lower_body(first: _Source, match: int, plane: np.ndarray, last: int, seam: int):
+    """Patient 1's rows placed so that row ``match`` lands on row ``last``, scaled to ``plane``'s body outline.
+
+    Returns the rows from ``last - seam`` to the bottom of the work cube (HU and labels).
+    """
+    def box(mask):
+        rows, cols = np.nonzero(mask)
+        return np.array([rows.mean(), cols.mean()]), np.array([np.ptp(rows) + 1.0, np.ptp(cols) + 1.0])
+
+    (centre_2, size_2), (centre_1, size_1) = box(_body(plane)), box(_body(first.hu[match]))
+    scale = size_1 / size_2
+    source_k = match + np.arange(-seam, first.hu.shape[0] - last)
+    j = centre_1[0] + (np.arange(plane.shape[0]) - centre_2[0]) * scale[0]
+    i = centre_1[1] + (np.arange(plane.shape[1]) - centre_2[1]) * scale[1]
+    coords = np.stack(np.meshgrid(source_k.astype(np.float32), j.astype(np.float32), i.astype(np.float32),
+                                  indexing="ij"))
+    pasted_hu = _sample(first.hu, coords, "bilinear", AIR_HU)
+    pasted_labels = _sample(first.labels.astype(np.float32), coords, "nearest", 0).astype(np.uint8)
+    return pasted_hu, pasted_labels
 
 
 def _structure_names(path) -> dict[int, str]:
