@@ -13,8 +13,6 @@ import json
 import os
 from pathlib import Path
 
-import torch
-
 from x2ct.checksum import sha256_file
 from x2ct.errors import InputError
 
@@ -30,6 +28,7 @@ def save_model(model, folder, card: dict | None = None, half: bool = False) -> P
     use ...); the builder fields come from ``model.spec`` and ``model.overrides``.
     ``half`` stores floating tensors as float16 (loading casts them back).
     """
+    import torch
     from safetensors.torch import save_file
 
     folder = Path(folder)
