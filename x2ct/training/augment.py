@@ -4,6 +4,11 @@
   (views stay in [0, 1]);
 * rotation: with probability p, each view rotated in its plane by an angle
   drawn from +-deg (the CT is not rotated: this models patient positioning);
+* film (``film_p``, first): with probability p, each view goes through the
+  film simulation (``x2ct.data.film``: blur, noise, scatter, grey-scale
+  curve, borders, markers, rotation, magnification, offsets), its draws
+  seeded from the generator; with ``film_p`` 0 nothing is drawn, so other
+  configs' augmentations are unchanged;
 * flip: with probability p, the patient is mirrored left-right, i.e. the CT
   along its right-left axis (axis 2) *and* the views with it. A frontal view
   (0 or 180 degrees) then has its columns reversed; a lateral view (90 or 270)
@@ -49,6 +54,11 @@ def augment(views: torch.Tensor, ct: torch.Tensor, angles: torch.Tensor, setting
             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Augmented (views (B, V, S, S), ct (B, 1, D, D, D)); ``settings`` is an AugmentConfig."""
     b, v, s, _ = views.shape
+    if settings.film_p > 0:
+        from x2ct.data.film import simulate_batch
+
+        seed = int(torch.randint(2**62, (1,), generator=generator))
+        views = simulate_batch(views, settings.film_p, seed)
     if settings.contrast > 0:
         gamma = _uniform(b * v, 1 - settings.contrast, 1 + settings.contrast, generator).reshape(b, v, 1, 1)
         views = views.clamp(0, 1) ** gamma.to(views)

@@ -43,6 +43,7 @@ class AugmentConfig:
     rotation_deg: float = 0.0  # in-plane rotation of each view, uniform in +-deg ...
     rotation_p: float = 0.0  # ... applied with this probability
     flip_p: float = 0.0  # left-right flip of views and CT together
+    film_p: float = 0.0  # probability per view of the film simulation (x2ct.data.film: blur, scatter, LUT, borders...)
 
 
 @dataclasses.dataclass
@@ -195,6 +196,7 @@ def _check(config: Config) -> None:
         "checkpoint.every": None if config.checkpoint.every >= 1 else "must be >= 1",
         "augment.rotation_p": None if 0 <= config.augment.rotation_p <= 1 else "must be in [0, 1]",
         "augment.flip_p": None if 0 <= config.augment.flip_p <= 1 else "must be in [0, 1]",
+        "augment.film_p": None if 0 <= config.augment.film_p <= 1 else "must be in [0, 1]",
         "augment.contrast": None if 0 <= config.augment.contrast < 1 else "must be in [0, 1)",
     }
     for name, problem in problems.items():
