@@ -11,7 +11,11 @@ Three sources, looked up in this order:
   ``~/.local/share/x2ct/models``; the folder name is the id.
 
 ``import_model`` copies a model folder (card + safetensors) into the user
-folder after checking the weights' sha256 against the card; nothing is loaded.
+folder after checking the card against its schema, the weights' sha256, and
+every tensor against the network the card names (names, shapes, floating
+types, finite values); the network is built on the meta device only. A
+failed import leaves nothing installed. A user model whose card is broken is
+listed with its problem and only it refuses to run.
 """
 
 from __future__ import annotations
@@ -21,15 +25,15 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
-from x2ct.errors import InputError
+from x2ct.errors import InputError, X2CTError
 from x2ct.checksum import sha256_file
-from x2ct.modelfile import CARD_NAME, checked_weights, read_card
+from x2ct.modelfile import CARD_NAME, MODELS_FOLDER, check_finite_file, check_model, read_card
+from x2ct.schema import validate
 
 #: The shipped catalog and its JSON schema.
-SHIPPED_FOLDER = Path(__file__).resolve().parents[1] / "Resources" / "Models"
+SHIPPED_FOLDER = MODELS_FOLDER
 MANIFEST = SHIPPED_FOLDER / "Models.json"
 SCHEMA = SHIPPED_FOLDER / "Models.schema.json"
 #: Environment variable naming the user models folder.
@@ -56,6 +60,7 @@ class Entry:
     metrics: dict
     licence: str
     intended_use: str
+    problem: str = ""  # why a user model cannot run (broken card or weights); empty when it can
 
     def as_dict(self) -> dict:
         record = dataclasses.asdict(self)
@@ -67,76 +72,79 @@ class Entry:
 def user_folder() -> Path:
     """``$X2CT_MODELS`` if set, else ``~/.local/share/x2ct/models``."""
     value = os.environ.get(MODELS_ENV)
-    return Path(value).expanduser() if value else Path.home() / ".local" / "share" / "x2ct" / "models"
+    folder = Path(value).expanduser() if value else Path.home() / ".local" / "share" / "x2ct" / "models"
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise InputError(f"The user models folder {folder} is not a folder"
+                         f"{f' (${MODELS_ENV} names it)' if value else ''}; point ${MODELS_ENV} at a folder.")
+    return folder
 
 
 def entries() -> list[Entry]:
-    """Every model that can be run: built-ins, shipped, then user models."""
+    """Every model: built-ins, shipped, then user models (a broken one listed with its ``problem``)."""
     found = [_builtin(name) for name in BUILTIN]
     found += [_shipped(item) for item in read_manifest()["models"]]
     folder = user_folder()
     if folder.is_dir():
-        found += [_from_card(read_card(sub), sub.name, "user") for sub in sorted(folder.iterdir())
-                  if (sub / CARD_NAME).is_file()]
+        found += [_user(sub) for sub in sorted(folder.iterdir())
+                  if not sub.name.startswith(".") and (sub / CARD_NAME).is_file()]
     return found
 
 
 def find(model_id: str) -> Entry:
-    """The entry with this id, or an InputError listing the known ids."""
+    """The runnable entry with this id, or an InputError (its problem, or the known ids)."""
     known = entries()
     for item in known:
         if item.id == model_id:
+            if item.problem:
+                raise InputError(f"User model {model_id!r} cannot run: {item.problem}")
             return item
     raise InputError(f"Unknown model id {model_id!r}; known models: {', '.join(e.id for e in known)}. "
                      "Give a model folder instead, or import one with `x2ct catalog import FOLDER`.")
 
 
 def import_model(path, model_id: str | None = None, overwrite: bool = False) -> Entry:
-    """Copy a model folder (card + weights) into the user folder after checking the weights' sha256."""
-    card = read_card(path)
+    """Copy a checked model folder (card + weights) into the user folder; all or nothing."""
+    from x2ct.io import outputs
+
+    card = check_model(path)
+    check_finite_file(Path(card["_folder"]) / card["weights"])
     source = Path(card["_folder"])
-    if Path(card["weights"]).name != card["weights"]:
-        raise InputError(f"The model card names weights {card['weights']!r} outside its folder; refusing it.")
-    weights = checked_weights(card)
-    check_safetensors(weights)
     model_id = model_id or source.name.lower()
-    if not _ID.match(model_id):
-        raise InputError(f"Model id {model_id!r} must be lower-case letters, digits, '.', '_' or '-'; pass --id.")
+    if not _ID.match(model_id) or len(model_id) > 64:
+        raise InputError(f"Model id {model_id[:80]!r} must be at most 64 lower-case letters, digits, '.', '_' or "
+                         "'-'; pass --id.")
     if model_id in BUILTIN or any(item["id"] == model_id for item in read_manifest()["models"]):
         raise InputError(f"Model id {model_id!r} is taken by a built-in or shipped model; pass another --id.")
     target = user_folder() / model_id
+    if target.exists() and source.resolve() == target.resolve():
+        raise InputError(f"{source} is already the installed user model {model_id!r}; nothing to import.")
     if target.exists() and not overwrite:
         raise InputError(f"A user model {model_id!r} already exists at {target}; pass --overwrite to replace it "
                          "or --id to choose another id.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{model_id}.", suffix=".partial", dir=target.parent))
-    try:
-        shutil.copy2(weights, staging / card["weights"])
-        shutil.copy2(source / CARD_NAME, staging / CARD_NAME)
-        if sha256_file(staging / card["weights"]) != card["sha256"]:
-            raise InputError(f"The copy of {weights} does not match its checksum; check the disk and try again.")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return _from_card(read_card(target), model_id, "user")
-
-
-def check_safetensors(weights: Path) -> None:
-    """Refuse (InputError) a weights file that is not safetensors: a checksum alone would let a pickle in.
-
-    Only the header is parsed; nothing is loaded or run.
-    """
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(weights), framework="pt") as opened:
-            opened.keys()
-    except (SafetensorError, OSError, ValueError) as error:
-        raise InputError(f"{weights} is not a safetensors weights file ({error}); only safetensors weights are "
-                         "imported (pickled .pt/.pth files are refused because loading them can run code).") from None
+    weights = source / card["weights"]
+    with outputs.claim([target]):
+        staging = outputs.stage_folder(target)
+        try:
+            shutil.copyfile(weights, staging / card["weights"])
+            shutil.copyfile(source / CARD_NAME, staging / CARD_NAME)
+            if sha256_file(staging / card["weights"]) != card["sha256"]:
+                raise InputError(f"The copy of {weights} does not match its checksum; check the disk and try "
+                                 "again.")
+            entry = _from_card(read_card(staging), model_id, "user")
+            for file in staging.iterdir():
+                outputs.fsync(file)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging, target)
+            outputs.fsync(target.parent)
+        except X2CTError:
+            raise
+        except OSError as error:
+            raise outputs.failure(target, error, weights.stat().st_size) from None
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+    return dataclasses.replace(entry, folder=target)
 
 
 def read_manifest(path: Path = MANIFEST) -> dict:
@@ -149,40 +157,6 @@ def read_manifest(path: Path = MANIFEST) -> dict:
     if problems:
         raise InputError(f"The model catalog {path} is invalid: {problems[0]}.")
     return data
-
-
-def validate(data, schema: dict, where: str = "$") -> list[str]:
-    """Problems of ``data`` against the subset of JSON schema the catalog uses (no ``jsonschema`` needed).
-
-    Supports type, required, properties, additionalProperties (false),
-    items, minItems, minLength, minimum and pattern.
-    """
-    types = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float)}
-    kind = schema.get("type")
-    if kind and (not isinstance(data, types[kind]) or (kind in ("integer", "number") and isinstance(data, bool))):
-        return [f"{where} must be of type {kind}"]
-    problems = []
-    if kind == "object":
-        problems += [f"{where} lacks {key!r}" for key in schema.get("required", []) if key not in data]
-        properties = schema.get("properties", {})
-        if schema.get("additionalProperties") is False:
-            problems += [f"{where} has unknown field {key!r}" for key in data if key not in properties]
-        for key, sub in properties.items():
-            if key in data:
-                problems += validate(data[key], sub, f"{where}.{key}")
-    elif kind == "array":
-        if len(data) < schema.get("minItems", 0):
-            problems.append(f"{where} needs at least {schema['minItems']} item(s)")
-        for n, item in enumerate(data):
-            problems += validate(item, schema.get("items", {}), f"{where}[{n}]")
-    elif kind == "string":
-        if len(data) < schema.get("minLength", 0):
-            problems.append(f"{where} must not be empty")
-        if "pattern" in schema and not re.search(schema["pattern"], data):
-            problems.append(f"{where} = {data!r} does not match {schema['pattern']}")
-    elif kind in ("integer", "number") and data < schema.get("minimum", data):
-        problems.append(f"{where} must be >= {schema['minimum']}")
-    return problems
 
 
 def views_for(count: int) -> tuple[str, ...]:
@@ -204,6 +178,15 @@ def _shipped(item: dict) -> Entry:
     return Entry(item["id"], "shipped", SHIPPED_FOLDER / item["folder"], item["description"],
                  tuple(item["views_required"]), item["training_data"], dict(item["metrics"]), item["licence"],
                  item["intended_use"])
+
+
+def _user(folder: Path) -> Entry:
+    """A user model folder as an entry; a card that cannot be read gives an entry that says why."""
+    try:
+        return _from_card(read_card(folder), folder.name, "user")
+    except InputError as error:
+        return Entry(folder.name, "user", folder, "(broken)", (), NOT_STATED, {}, NOT_STATED, NOT_STATED,
+                     problem=str(error))
 
 
 def _from_card(card: dict, model_id: str, source: str) -> Entry:

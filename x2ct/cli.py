@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import signal
 import sys
+import threading
 
 from x2ct import __version__
 from x2ct.errors import X2CTError
@@ -35,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    previous = _stop_on_cancel()
     try:
         return int(args.func(args) or 0)
     except X2CTError as error:
@@ -43,6 +46,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"x2ct {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _stop_on_cancel() -> dict:
+    """Make a cancel (SIGTERM; CTRL_BREAK on Windows) unwind like Ctrl-C, so output locks and staging files
+    are removed. Returns the previous handlers (none off the main thread, where none can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    numbers = [getattr(signal, name) for name in ("SIGTERM", "SIGBREAK") if hasattr(signal, name)]
+    return {number: signal.signal(number, stop) for number in numbers}
 
 
 if __name__ == "__main__":

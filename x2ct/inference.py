@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from x2ct import catalog
 from x2ct.data.protocol import ProtocolState, get_protocol, to_hu
-from x2ct.errors import InputError
+from x2ct.errors import InputError, X2CTError
 from x2ct.image import CANONICAL_DIRECTION, Volume, XRay, view_angle
 
 #: X2CT benchmark detector: field (mm) and pixels, and its magnification SID / SAD.
@@ -94,6 +94,9 @@ def load(model: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     from x2ct.modelfile import load_model, read_card
 
     path = Path(model).expanduser()
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--model {path} is a file; give a model folder (with model.json and model.safetensors) "
+                         "or a catalog id.")
     if not path.is_dir():
         entry = catalog.find(str(model))
         if entry.source == "builtin":
@@ -241,6 +244,9 @@ def reconstruct(xrays: Sequence[XRay], model: str | Path | LoadedModel, device: 
         else:
             output, spread = network(views, angle_tensor), None
     output = output.float().cpu()
+    if not torch.isfinite(output).all() or (spread is not None and not torch.isfinite(spread).all()):
+        raise X2CTError(f"Model {loaded.id} produced NaN or infinite values; nothing was written. Its weights "
+                        "may be damaged: re-import or retrain it.")
     if fusion:
         report(0.8, "Beer-Lambert fusion")
         output = _fuse(output, views_np, angles, spec.volume_size, notes)

@@ -106,11 +106,17 @@ def side_by_side(images: list[Image.Image]) -> Image.Image:
     return _row(images)
 
 
-def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
-    """Write atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    image.save(partial, format="PNG")
-    os.replace(partial, path)
+def save_png(image: Image.Image, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+    """Write a PNG all or nothing (``x2ct.io.outputs``): staged, read back, fsynced, renamed."""
+    from x2ct.io.outputs import atomic_output, check_target
+
+    path = check_target(path, {".png": "PNG"}, "a PNG picture", overwrite=overwrite)
+
+    def reads_back(staged: Path) -> None:
+        with Image.open(staged) as written:
+            written.load()
+
+    with atomic_output(path, overwrite=overwrite, check=reads_back,
+                       needed_bytes=image.width * image.height) as partial:
+        image.save(partial, format="PNG")
     return path

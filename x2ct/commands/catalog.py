@@ -31,6 +31,9 @@ def run(args) -> int:
         return 0
     print(f"user models folder: {catalog.user_folder()} (${catalog.MODELS_ENV} overrides it)")
     for record in records:
+        if record["problem"]:
+            print(f"{record['id']} [{record['source']}, broken]: {record['problem']}")
+            continue
         print(f"{record['id']} [{record['source']}]: {record['description']}")
         print(f"    views: {', '.join(record['views_required'])}; training data: {record['training_data']}; "
               f"licence: {record['licence']}; use: {record['intended_use']}")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 from x2ct.errors import InputError
 from x2ct.image import normalise_view
+
+#: Largest DRR side in pixels: 4096^2 rays already take minutes and gigabytes on a CPU.
+MAX_SIZE = 4096
 
 
 def register(subparsers) -> None:
@@ -30,15 +34,22 @@ def register(subparsers) -> None:
     parser.add_argument("--beam", choices=("cone", "parallel"), default="cone")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     parser.add_argument("--png", default=None, metavar="PREVIEW.png", help="also write a labelled preview")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from x2ct import io, physics
+    from x2ct import physics
+    from x2ct.io.outputs import check_target, claim
+    from x2ct.io.xrays import XRAY_OUTPUTS
 
     view = normalise_view(args.view)
-    if args.size is not None and args.size < 2:
-        raise InputError(f"--size must be at least 2 pixels, got {args.size}.")
+    if args.size is not None and not 2 <= args.size <= MAX_SIZE:
+        raise InputError(f"--size must be 2 to {MAX_SIZE} pixels, got {args.size}.")
+    for name in ("sad", "sid", "detector_mm"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise InputError(f"--{name.replace('_', '-')} must be a positive number of mm, got {value}.")
     changes = {"beam": args.beam}
     if args.size is not None and args.mode == "beer-lambert":
         changes["pixels"] = (args.size, args.size)
@@ -48,12 +59,23 @@ def run(args) -> int:
     if args.detector_mm is not None:
         changes["detector_mm"] = (args.detector_mm, args.detector_mm)
     geometry = dataclasses.replace(physics.X2CT_GEOMETRY, **changes)
+    targets = [check_target(args.out, XRAY_OUTPUTS, "the DRR", inputs=[args.ct], overwrite=args.overwrite)]
+    if args.png:
+        targets.append(check_target(args.png, {".png": "PNG"}, "the preview", inputs=[args.ct, args.out],
+                                    overwrite=args.overwrite))
+    with claim(targets):  # before the work: a read-only folder or a second writer fails now
+        return _render(args, view, geometry)
+
+
+def _render(args, view, geometry) -> int:
+    from x2ct import io, physics
+
     ct = io.read_ct(args.ct)
     started = time.perf_counter()
     xray = physics.drr(ct, view, geometry, mode=args.mode, device=args.device,
                        x2ct_size=args.size or physics.X2CT_SIZE)
     seconds = time.perf_counter() - started
-    target = io.write_xray(xray, args.out)
+    target = io.write_xray(xray, args.out, overwrite=args.overwrite)
     rows, cols = xray.shape
     print(f"{target}  {args.mode} {xray.view} view, {rows}x{cols} px of {xray.pixel_spacing[0]:.3f} mm, "
           f"{geometry.beam} beam, {seconds:.2f} s")
@@ -61,5 +83,5 @@ def run(args) -> int:
         from x2ct import render
 
         lines = [f"DRR ({args.mode}) of {ct.shape[2]}x{ct.shape[1]}x{ct.shape[0]} CT"]
-        print(render.save_png(render.xray_panel(xray, lines=lines), args.png))
+        print(render.save_png(render.xray_panel(xray, lines=lines), args.png, overwrite=args.overwrite))
     return 0

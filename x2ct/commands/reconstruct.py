@@ -42,16 +42,25 @@ def parse_view(text: str) -> tuple[Path, object]:
         try:
             return Path(head), normalise_view(tail)
         except InputError:
-            pass
+            if _is_number(tail):  # nan, inf, 1e309: meant as an angle, not as part of the file name
+                raise InputError(f"--view {text}: the angle {tail!r} is not a finite number of degrees; give "
+                                 "frontal, lateral, ap or an angle such as 90.") from None
     return Path(text), None
 
 
-def read_view(text: str):
-    """An XRay from 'FILE[:VIEW]', refusing CT volumes."""
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_view(path: Path, view):
+    """An XRay from a file and an optional view, refusing CT volumes."""
     from x2ct.image import Volume
     from x2ct.io import read_image, read_xray
 
-    path, view = parse_view(text)
     image = read_image(path)
     if isinstance(image, Volume):
         raise InputError(f"{path} is a CT volume ({'x'.join(map(str, image.shape[::-1]))} voxels), not an X-ray; "
@@ -68,32 +77,42 @@ def std_path(out: Path) -> Path:
 
 
 def run(args) -> int:
-    from x2ct import inference, io
-    from x2ct.io.files import VOLUME_FORMATS, output_path
+    from x2ct.io.files import VOLUME_FORMATS
+    from x2ct.io.outputs import check_target, claim
 
-    out = output_path(args.out, VOLUME_FORMATS, "the CT")
-    targets = [out] + ([std_path(out)] if args.samples > 1 else [])
+    views = [parse_view(text) for text in args.view]
+    model_folder = Path(args.model).expanduser()
+    inputs = [path for path, _ in views] + ([model_folder] if model_folder.exists() else [])
+    out = check_target(args.out, VOLUME_FORMATS, "the CT", inputs=inputs, overwrite=args.overwrite)
+    targets = [out]
+    if args.samples > 1:
+        targets.append(check_target(std_path(out), VOLUME_FORMATS, "the spread volume", inputs=inputs,
+                                    overwrite=args.overwrite))
     if args.mip_png:
-        targets.append(Path(f"{args.mip_png}.png"))
-    for target in targets:
-        if target.exists() and not args.overwrite:
-            raise InputError(f"{target} exists; pass --overwrite to replace it or choose another --out.")
+        targets.append(check_target(f"{args.mip_png}.png", {".png": "PNG"}, "the preview", inputs=inputs,
+                                    overwrite=args.overwrite))
+    with claim(targets):  # before the work: a second writer of the same --out, or a read-only folder, fails now
+        return _reconstruct(args, views, out)
+
+
+def _reconstruct(args, views, out: Path) -> int:
+    from x2ct import inference, io
 
     def report(fraction: float, stage: str) -> None:
         if args.progress == "json":
             print(json.dumps({"progress": round(float(fraction), 4), "stage": stage}), flush=True)
 
-    xrays = [read_view(text) for text in args.view]
+    xrays = [read_view(path, view) for path, view in views]
     result = inference.reconstruct(xrays, args.model, device=args.device, fusion=args.fusion,
                                    samples=args.samples, seed=args.seed, progress=report)
-    written = {"output": str(io.write_volume(result.volume, out))}
+    written = {"output": str(io.write_volume(result.volume, out, overwrite=args.overwrite))}
     if result.uncertainty is not None:
-        written["uncertainty"] = str(io.write_volume(result.uncertainty, std_path(out)))
+        written["uncertainty"] = str(io.write_volume(result.uncertainty, std_path(out), overwrite=args.overwrite))
     if args.mip_png:
         from x2ct import render
 
         image = render.ct_planes(result.volume, *render.CT_WINDOWS["soft-tissue"], title=result.model_id)
-        written["mip_png"] = str(render.save_png(image, f"{args.mip_png}.png"))
+        written["mip_png"] = str(render.save_png(image, f"{args.mip_png}.png", overwrite=args.overwrite))
     if args.progress == "json":
         print(json.dumps({"done": True, **written, "model": result.model_id, "device": result.device,
                           "notes": result.notes}), flush=True)

@@ -13,6 +13,8 @@ from x2ct.errors import InputError
 
 #: Lung-and-mediastinum display window (level, width) in HU.
 PREVIEW_WINDOW = (-400.0, 1600.0)
+#: Limits of --count and --size (voxels per side: 512^3 float32 is 512 MiB per volume).
+MAX_COUNT, MIN_SIZE, MAX_SIZE = 10000, 16, 512
 
 
 def register(subparsers) -> None:
@@ -25,6 +27,7 @@ def register(subparsers) -> None:
     parser.add_argument("--png", nargs="?", const="", default=None, metavar="FILE",
                         help="also write a preview (slices through the lungs and a MIP per seed); "
                              "default file DIR/preview.png")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.set_defaults(func=run)
 
 
@@ -32,28 +35,47 @@ def run(args) -> int:
     from x2ct.data import simulate
     from x2ct.data.protocol import get_protocol
     from x2ct.io import write_volume
+    from x2ct.io.files import VOLUME_FORMATS
+    from x2ct.io.outputs import check_target, claim, write_text
     from x2ct.render import save_png
 
-    if args.count < 1:
-        raise InputError(f"--count must be at least 1, got {args.count}.")
+    if not 1 <= args.count <= MAX_COUNT:
+        raise InputError(f"--count must be 1 to {MAX_COUNT}, got {args.count}.")
     if args.seed < 0:
         raise InputError(f"--seed must be a non-negative integer, got {args.seed}.")
+    if not MIN_SIZE <= args.size <= MAX_SIZE:
+        raise InputError(f"--size must be {MIN_SIZE} to {MAX_SIZE} voxels, got {args.size}.")
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder.")
     protocol = get_protocol("x2ct", args.size)
-    out = Path(args.out)
-    patients = []
-    for seed in range(args.seed, args.seed + args.count):
-        started = time.perf_counter()
-        patient = simulate.pseudo_patient(seed, protocol)
-        seconds = time.perf_counter() - started
+    seeds = range(args.seed, args.seed + args.count)
+    targets = []
+    for seed in seeds:
         stem = out / f"sim-{seed:05d}"
-        write_volume(patient.ct, f"{stem}.nii.gz")
-        write_volume(patient.labels, f"{stem}-labels.nii.gz")
-        _write_json(Path(f"{stem}.json"), patient.parameters)
-        print(f"{stem}.nii.gz  {len(patient.parameters['nodules'])} nodule(s)  {seconds:.2f} s")
-        patients.append(patient)
+        targets += [check_target(f"{stem}.nii.gz", VOLUME_FORMATS, "the CT", overwrite=args.overwrite),
+                    check_target(f"{stem}-labels.nii.gz", VOLUME_FORMATS, "the labels", overwrite=args.overwrite),
+                    check_target(f"{stem}.json", None, "the parameters", overwrite=args.overwrite)]
+    preview_target = None
     if args.png is not None:
-        target = Path(args.png) if args.png else out / "preview.png"
-        print(save_png(preview(patients), target))
+        preview_target = check_target(Path(args.png) if args.png else out / "preview.png", {".png": "PNG"},
+                                      "the preview", overwrite=args.overwrite)
+        targets.append(preview_target)
+    patients = []
+    early = targets[:3] + ([preview_target] if preview_target else [])  # each later file is locked as written
+    with claim(early):  # before the work: a read-only folder or a second writer fails now
+        for seed in seeds:
+            started = time.perf_counter()
+            patient = simulate.pseudo_patient(seed, protocol)
+            seconds = time.perf_counter() - started
+            stem = out / f"sim-{seed:05d}"
+            write_volume(patient.ct, f"{stem}.nii.gz", overwrite=args.overwrite)
+            write_volume(patient.labels, f"{stem}-labels.nii.gz", overwrite=args.overwrite)
+            write_text(f"{stem}.json", json.dumps(patient.parameters, indent=2), overwrite=args.overwrite)
+            print(f"{stem}.nii.gz  {len(patient.parameters['nodules'])} nodule(s)  {seconds:.2f} s")
+            patients.append(patient)
+        if preview_target is not None:
+            print(save_png(preview(patients), preview_target, overwrite=args.overwrite))
     return 0
 
 
@@ -129,9 +151,3 @@ def _labelled_row(panels: list[Image.Image], label: str, gap: int = 3) -> Image.
         row.paste(panel, (n * (panel.width + gap), 0))
     _caption(row, (4, panels[0].height - 14), label, (120, 220, 255))
     return row
-
-
-def _write_json(path: Path, data: dict) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2))
-    partial.replace(path)

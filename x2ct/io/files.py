@@ -1,11 +1,12 @@
-"""Paths: does the input exist, which format is it, and writing all-or-nothing."""
+"""Input paths: does the input exist, is it a plain file, which format is it.
+
+Where outputs may go and how they are written: ``x2ct.io.outputs``.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
+import stat
 from pathlib import Path
 
 from x2ct.errors import InputError
@@ -24,10 +25,18 @@ def suffix(path: Path) -> str:
 
 
 def existing(path, what: str) -> Path:
-    """The path, after checking it exists and is not an empty file."""
+    """The path, after checking it exists and is a folder or a non-empty regular file.
+
+    A FIFO, socket or device is refused from its ``stat`` alone: opening a
+    FIFO would wait for a writer forever.
+    """
     path = Path(path).expanduser()
+    text_name(path, what)
     if not path.exists():
         raise InputError(f"{what} not found: {path} does not exist; check the path.")
+    mode = path.stat().st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InputError(f"{what} {path} is not a regular file (a FIFO, socket or device); give the file itself.")
     if path.is_file() and path.stat().st_size == 0:
         raise InputError(f"{what} {path} is empty (0 bytes): the copy or download did not finish; "
                          "get the file again.")
@@ -44,33 +53,20 @@ def is_dicom_file(path: Path) -> bool:
         return handle.read(132)[128:] == b"DICM"
 
 
-def output_path(path, formats: dict[str, str], what: str) -> Path:
-    """Check an output path's extension against the formats that can be written."""
-    path = Path(path).expanduser()
-    if suffix(path) not in formats:
-        raise InputError(f"Cannot write {what} to {path.name}: unknown extension {suffix(path) or '(none)'}; "
-                         f"use one of {', '.join(formats)}.")
-    if path.is_dir():
-        raise InputError(f"Cannot write {what} to {path}: it is a folder; give a file name.")
-    return path
-
-
-@contextmanager
-def atomic_output(path: Path):
-    """Yield a path to write to; move the result over ``path`` only if writing succeeded.
-
-    The writer works in a private folder beside the target (same file system),
-    under the target's own name, so formats with a detached data file (.nhdr,
-    .mhd) keep their internal references. Data files are moved first and the
-    named file last, so a reader never sees a header without its data; on any
-    error nothing is left behind.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+def text_name(path: Path, what: str) -> None:
+    """Refuse a path whose name is not valid UTF-8: the image libraries cannot open or write it."""
     try:
-        yield workdir / path.name
-        produced = sorted(workdir.iterdir(), key=lambda p: p.name == path.name)
-        for file in produced:
-            os.replace(file, path.parent / file.name)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise InputError(f"{what} {shown}: the name is not valid UTF-8 text, which the image libraries cannot "
+                         "use; rename it.") from None
+
+
+def is_same_file(a, b) -> bool:
+    """Whether two paths name the same file (also through links or different spellings)."""
+    a, b = Path(a).expanduser(), Path(b).expanduser()
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)

@@ -9,8 +9,8 @@ import numpy as np
 from x2ct.errors import InputError, X2CTError
 from x2ct.image import Volume, volume_to_sitk
 from x2ct.io import checks, dicom
-from x2ct.io.files import PICTURE_FORMATS, VOLUME_FORMATS, atomic_output, existing, is_dicom_file, output_path, \
-    suffix
+from x2ct.io.files import PICTURE_FORMATS, VOLUME_FORMATS, existing, is_dicom_file, suffix
+from x2ct.io.outputs import atomic_output, check_target
 
 
 def read_ct(path, *, max_bytes: int | None = None) -> Volume:
@@ -69,17 +69,30 @@ def _read_voxels(path: Path) -> tuple[np.ndarray, tuple, tuple, np.ndarray]:
     return array, image.GetSpacing(), image.GetOrigin(), np.asarray(image.GetDirection()).reshape(n, n)
 
 
-def write_volume(volume: Volume, path) -> Path:
-    """Write a Volume with its geometry to .nrrd/.nhdr, .mha/.mhd or .nii/.nii.gz, all or nothing."""
+def write_volume(volume: Volume, path, *, overwrite: bool = True) -> Path:
+    """Write a Volume with its geometry to .nrrd/.nhdr, .mha/.mhd or .nii/.nii.gz, all or nothing.
+
+    Non-finite values are refused (x2ct never reads them back either). The
+    file is read back in full before it replaces ``path``: ITK reports some
+    short writes (a full disk) only as a line on stderr, or not at all.
+    Without ``overwrite`` an existing file is refused.
+    """
     import SimpleITK as sitk
 
-    path = output_path(path, VOLUME_FORMATS, "a volume")
+    path = check_target(path, VOLUME_FORMATS, "a volume", overwrite=overwrite)
     array = volume.array.astype(np.uint8) if volume.array.dtype == bool else volume.array
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(array.size - np.isfinite(array).sum())
+        raise X2CTError(f"Refusing to write {path}: the volume has {bad} NaN or infinite values; nothing was "
+                        "written.")
     image = volume_to_sitk(volume.with_array(array))
-    try:
-        with atomic_output(path) as partial:
-            sitk.WriteImage(image, str(partial), True)
-    except RuntimeError as error:
-        raise X2CTError(f"Could not write {path}: {str(error).strip().splitlines()[-1]}. Check the folder is "
-                        "writable and the disk has space.") from None
+    written = sitk.GetArrayViewFromImage(image)
+
+    def reads_back(staged: Path) -> None:
+        read = sitk.ReadImage(str(staged))  # held: the array view below borrows its buffer
+        if not np.array_equal(sitk.GetArrayViewFromImage(read), written):
+            raise OSError("the voxels read back differ from those written (short write)")
+
+    with atomic_output(path, overwrite=overwrite, check=reads_back, needed_bytes=array.nbytes) as partial:
+        sitk.WriteImage(image, str(partial), True)
     return path

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from x2ct.errors import InputError, X2CTError
+from x2ct.errors import InputError
 from x2ct.image import XRay, normalise_view
 from x2ct.io import checks, dicom
-from x2ct.io.files import PICTURE_FORMATS, VOLUME_FORMATS, atomic_output, existing, is_dicom_file, output_path, \
-    suffix
+from x2ct.io.files import PICTURE_FORMATS, VOLUME_FORMATS, existing, is_dicom_file, suffix
+from x2ct.io.outputs import atomic_output, check_target
 
 #: Formats write_xray writes.
 XRAY_OUTPUTS = {".nrrd": "NRRD", ".nhdr": "NRRD", ".mha": "MetaImage", ".mhd": "MetaImage", ".png": "PNG"}
@@ -61,13 +61,15 @@ def read_xray(path, view=None, *, pixel_spacing=None, max_bytes: int | None = No
         view, metadata["view_source"] = fields[VIEW], "file"
     else:
         view, metadata["view_source"] = "frontal", "assumed frontal; pass view= if it is not"
-    distances = {key: float(fields[field]) for key, field in (("sad", SAD), ("sid", SID)) if field in fields}
+    distances = {key: _numbers(fields, field, 1, path, positive=True)[0] for key, field in (("sad", SAD), ("sid", SID))
+                 if field in fields}
     return XRay(image, spacing, normalise_view(view), metadata=metadata, **distances)
 
 
 def _read_picture(path: Path, max_bytes) -> tuple[np.ndarray, tuple | None, dict]:
-    """Gray pixels of a PNG/JPEG/TIFF; spacing and scaling only from x2ct's own PNG text fields."""
-    from PIL import Image, UnidentifiedImageError
+    """Gray pixels of a PNG/JPEG/TIFF, turned upright by their EXIF orientation; spacing and scaling only from
+    x2ct's own PNG text fields."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as picture:
@@ -75,12 +77,13 @@ def _read_picture(path: Path, max_bytes) -> tuple[np.ndarray, tuple | None, dict
                 raise InputError(f"{path} has {picture.n_frames} pages (a stack, not one radiograph); give one "
                                  "image, or a CT as a DICOM folder or NRRD/NIfTI.")
             checks.check_memory(path, (picture.height, picture.width), max_bytes)
+            fields = {key: str(value) for key, value in getattr(picture, "text", {}).items()}
+            picture = ImageOps.exif_transpose(picture)  # a camera's or scanner's EXIF orientation: upright pixels
             if picture.mode in ("P", "PA"):
                 picture = picture.convert("RGBA")  # palette indices -> the colours they stand for
             elif picture.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
                 picture = picture.convert("RGB")
             array = np.asarray(picture)
-            fields = {key: str(value) for key, value in getattr(picture, "text", {}).items()}
     except Image.DecompressionBombError:
         raise InputError(f"{path} is too large to open safely (over Pillow's pixel limit); downsample "
                          "it first.") from None
@@ -90,10 +93,23 @@ def _read_picture(path: Path, max_bytes) -> tuple[np.ndarray, tuple | None, dict
     image = checks.gray_from_channels(array, path) if array.ndim == 3 else array.astype(np.float32)
     checks.check_finite(image, path)
     if RANGE in fields:
-        low, high = (float(v) for v in fields[RANGE].split())
+        low, high = _numbers(fields, RANGE, 2, path)
         image = low + image / PNG_MAX * (high - low)
-    spacing = tuple(float(v) for v in fields[SPACING].split()) if SPACING in fields else None
+    spacing = _numbers(fields, SPACING, 2, path, positive=True) if SPACING in fields else None
     return image, spacing, fields
+
+
+def _numbers(fields: dict, key: str, count: int, path: Path, positive: bool = False) -> tuple[float, ...]:
+    """``count`` finite numbers from an x2ct field of the file, or an InputError naming the field."""
+    try:
+        values = tuple(float(v) for v in str(fields[key]).split())
+    except ValueError:
+        values = ()
+    if len(values) != count or not all(np.isfinite(values)) or (positive and min(values) <= 0):
+        raise InputError(f"{path}: its {key} field {str(fields[key])[:60]!r} is not {count} finite"
+                         f"{' positive' if positive else ''} number(s); remove the field or export the file "
+                         "again.")
+    return values
 
 
 def _read_grid(path: Path, max_bytes) -> tuple[np.ndarray, tuple, dict]:
@@ -118,27 +134,46 @@ def _read_grid(path: Path, max_bytes) -> tuple[np.ndarray, tuple, dict]:
     return image, (header.spacing[1], header.spacing[0]), header.fields
 
 
-def write_xray(xray: XRay, path) -> Path:
+def write_xray(xray: XRay, path, *, overwrite: bool = True) -> Path:
     """Write an X-ray to .nrrd/.nhdr/.mha/.mhd (float, with spacing) or .png (16-bit, scaled), all or nothing.
 
     The view and source distances are stored as x2ct fields in every format;
     a PNG also records its pixel spacing and the intensity range that 0..65535
     stands for, so read_xray restores the values (to 1/65535 of the range).
+    The file is read back before it replaces ``path`` (see ``write_volume``).
     """
-    path = output_path(path, XRAY_OUTPUTS, "an X-ray")
+    path = check_target(path, XRAY_OUTPUTS, "an X-ray", overwrite=overwrite)
+    xray.check_finite()
     fields = {VIEW: str(xray.view)}
     fields.update({key: repr(float(value)) for key, value in ((SAD, xray.sad), (SID, xray.sid))
                    if value is not None})
-    try:
-        with atomic_output(path) as partial:
-            if suffix(path) == ".png":
-                _write_png(xray, partial, fields)
-            else:
-                _write_grid(xray, partial, fields)
-    except (RuntimeError, OSError) as error:
-        raise X2CTError(f"Could not write {path}: {str(error).strip().splitlines()[-1]}. Check the folder is "
-                        "writable and the disk has space.") from None
+    with atomic_output(path, overwrite=overwrite, check=_reads_back(xray.shape),
+                       needed_bytes=4 * xray.image.size) as partial:
+        if suffix(path) == ".png":
+            _write_png(xray, partial, fields)
+        else:
+            _write_grid(xray, partial, fields)
     return path
+
+
+def _reads_back(shape: tuple[int, int]):
+    """A check that the staged file decodes in full to an image of ``shape``."""
+
+    def check(staged: Path) -> None:
+        if suffix(staged) == ".png":
+            from PIL import Image
+
+            with Image.open(staged) as picture:
+                picture.load()
+                size = (picture.height, picture.width)
+        else:
+            import SimpleITK as sitk
+
+            size = tuple(sitk.ReadImage(str(staged)).GetSize()[:2])[::-1]
+        if tuple(size) != tuple(shape):
+            raise OSError(f"the image read back is {size}, not {shape} (short write)")
+
+    return check
 
 
 def _write_grid(xray: XRay, path: Path, fields: dict) -> None:
