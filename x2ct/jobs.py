@@ -5,8 +5,8 @@ must stop every process the command started (a training run may spawn data
 loader or torchrun workers). So a ``Job`` starts ``python -m x2ct ...`` in its
 own process group (session), reads stdout on a thread that parses one JSON
 object per line, keeps the tail of stderr for a readable error, and on cancel
-terminates and then kills the whole group. The caller polls; nothing here
-needs Qt or Slicer.
+terminates and then kills the whole group; a GUI cancels without waiting and
+its poll timer does the kill. The caller polls; nothing here needs Qt or Slicer.
 """
 
 from __future__ import annotations
@@ -28,20 +28,47 @@ from x2ct.errors import X2CTError
 # The folder holding the x2ct package: put on the child's PYTHONPATH so that a
 # source checkout (e.g. the Slicer extension run from its build tree) imports.
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
-_WINDOWS = sys.platform == "win32"
+#: Windows STARTUPINFO values (STARTF_USESHOWWINDOW, SW_HIDE) that start a console program with its window
+#: hidden, as ``slicer.util.launchConsoleProcess`` does; ``subprocess`` defines them only on Windows.
+_STARTF_USESHOWWINDOW, _SW_HIDE = 1, 0
+
+
+def _windows() -> bool:
+    return os.name == "nt"
+
+
+def process_options(new_group: bool = True) -> dict:
+    """``subprocess`` keyword arguments for a background process started from Slicer.
+
+    ``new_group``: its own process group (session), so that a cancel reaches
+    the whole tree. On Windows the console window is hidden (PythonSlicer,
+    pip and taskkill are console programs, and each would otherwise open a
+    window); hidden, not absent, so the child still gets the CTRL_BREAK that
+    asks it to stop.
+    """
+    if not _windows():
+        return {"start_new_session": True} if new_group else {}
+    info = subprocess.STARTUPINFO()
+    info.dwFlags |= _STARTF_USESHOWWINDOW
+    info.wShowWindow = _SW_HIDE
+    options = {"startupinfo": info}
+    if new_group:
+        options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+    return options
 
 
 def default_python() -> str:
     """The interpreter for the child: Slicer's ``PythonSlicer`` inside 3D Slicer, else this Python.
 
     ``slicer`` is looked up in ``sys.modules`` at call time (never imported), so
-    the core package stays Slicer-free. Inside Slicer ``sys.executable`` is the
-    application, not a usable interpreter, hence the launcher next to it.
+    the core package stays Slicer-free. Inside Slicer the launcher is looked up
+    next to the application: Slicer points ``sys.executable`` at it too, but
+    the application folder does not depend on that.
     """
     slicer = sys.modules.get("slicer")
     app = getattr(slicer, "app", None)
     if app is not None and hasattr(app, "applicationDirPath"):
-        name = "PythonSlicer.exe" if _WINDOWS else "PythonSlicer"
+        name = "PythonSlicer.exe" if _windows() else "PythonSlicer"
         folder = Path(str(app.applicationDirPath()))
         # Linux and Windows: <Slicer>/bin; macOS: Slicer.app/Contents/MacOS with bin/ beside it.
         for candidate in (folder / name, folder.parent / "bin" / name):
@@ -94,18 +121,17 @@ class Job:
             p for p in (str(SOURCE_ROOT), child_env.get("PYTHONPATH", "")) if p)
         child_env.setdefault("PYTHONUNBUFFERED", "1")
         child_env.setdefault("PYTHONIOENCODING", "utf-8")
-        if _WINDOWS:
-            group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
-        else:
-            group = {"start_new_session": True}
         try:
             self._process = subprocess.Popen(
                 self.args, cwd=cwd, env=child_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", bufsize=1, **group)
+                stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", bufsize=1,
+                **process_options())
         except OSError as error:
             raise X2CTError(f"Cannot start {self.args[0]} ({error.strerror or error}); check the Python "
                             "installation.") from None
         self.cancelled = False
+        self._kill_at: float | None = None  # after a cancel: when what is left of the tree is killed
+        self._killed = False
         self._events: queue.Queue = queue.Queue()
         self._stderr: collections.deque = collections.deque(maxlen=200)
         self._readers = [threading.Thread(target=self._read_stdout, daemon=True),
@@ -153,7 +179,9 @@ class Job:
         return f"stopped by signal {-code}" if code < 0 else f"exited with code {code}"
 
     def poll(self) -> list[dict]:
-        """The events received since the last poll (never blocks)."""
+        """The events received since the last poll (never blocks); kills a cancelled tree once its grace is over."""
+        if self._kill_at is not None and not self._killed and time.monotonic() >= self._kill_at:
+            self._kill()
         events = []
         while True:
             try:
@@ -179,24 +207,51 @@ class Job:
             if on_event is not None:
                 on_event(event)
 
-    def cancel(self, timeout: float = 5.0) -> None:
-        """Stop the whole process tree: ask politely, then kill after ``timeout`` seconds; waits."""
+    def cancel(self, timeout: float = 5.0, wait: bool = True) -> None:
+        """Stop the whole process tree: ask it to stop now, kill what is left after ``timeout`` seconds.
+
+        ``wait=False`` returns at once, for a GUI thread: a later ``poll()``
+        kills what is left once ``timeout`` has passed, and ``running`` turns
+        false when the tree has ended. ``wait=True`` blocks until then.
+        """
         if not self.running:
             return  # over, output read: no group left (and its id may already belong to someone else)
         if self._process.poll() is None:
             self.cancelled = True
-        if _WINDOWS:
-            self._cancel_windows(timeout)
-        else:
-            self._signal_group(signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while self._group_alive() and time.monotonic() < deadline:
-                self._process.poll()  # reap the leader so it does not count as alive
-                time.sleep(0.05)
-            self._signal_group(signal.SIGKILL)  # leftovers that ignored SIGTERM
+        if self._kill_at is None:
+            self._kill_at = time.monotonic() + timeout
+            self._ask_to_stop()
+        if not wait:
+            return
+        while self._tree_alive() and time.monotonic() < self._kill_at:
+            self._process.poll()  # reap the leader so it does not count as alive
+            time.sleep(0.05)
+        if not self._killed:
+            self._kill()
         self._process.wait()
         for reader in self._readers:
             reader.join(timeout=timeout)
+
+    def _ask_to_stop(self) -> None:
+        if _windows():
+            try:
+                self._process.send_signal(signal.CTRL_BREAK_EVENT)
+            except OSError:
+                pass
+        else:
+            self._signal_group(signal.SIGTERM)
+
+    def _kill(self) -> None:
+        """Kill every process of the tree still there (those that ignored the request to stop)."""
+        self._killed = True
+        if _windows():  # taskkill /T ends the children too, whether or not the parent is still there
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(self._process.pid)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=False, **process_options(new_group=False))
+        else:
+            self._signal_group(signal.SIGKILL)
+
+    def _tree_alive(self) -> bool:
+        return self._process.poll() is None if _windows() else self._group_alive()
 
     def _signal_group(self, sig) -> None:
         try:
@@ -223,13 +278,3 @@ class Job:
             if int(fields[2]) == self._process.pid and fields[0] != "Z":  # pgrp, state
                 return True
         return False
-
-    def _cancel_windows(self, timeout: float) -> None:
-        try:
-            self._process.send_signal(signal.CTRL_BREAK_EVENT)
-            self._process.wait(timeout=timeout)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        # taskkill /T ends the children too, whether or not the parent is still there.
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(self._process.pid)],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)

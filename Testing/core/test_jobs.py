@@ -162,3 +162,62 @@ def test_pause_lets_slicer_process_events_only_inside_slicer(monkeypatch):
     jobs.pause(0.0)
     jobs.pause(0.0)
     assert App.calls == 2
+
+
+@posix_only
+def test_a_cancel_without_waiting_returns_at_once_and_the_poll_kills_the_tree(tmp_path):
+    """What the panels' Cancel does: SIGTERM now, the SIGKILL from a later poll (the panel's timer)."""
+    python = _stand_in(tmp_path, "trap '' TERM\n(trap '' TERM; exec sleep 300) &\n"
+                                 'echo "{\\"event\\": \\"pids\\", \\"child\\": $$, \\"grandchild\\": $!}"\n'
+                                 "wait\n")
+    job = jobs.Job(["train"], python=python)
+    deadline = time.monotonic() + 10
+    pids = None
+    while pids is None and time.monotonic() < deadline:
+        pids = next((e for e in job.poll() if e.get("event") == "pids"), None)
+        time.sleep(0.02)
+    began = time.monotonic()
+    job.cancel(timeout=0.5, wait=False)
+    assert time.monotonic() - began < 0.2 and job.cancelled
+    assert job.running and _alive(pids["child"]), "SIGTERM is ignored: only the later poll's kill ends it"
+    while job.running and time.monotonic() - began < 10:
+        job.poll()
+        time.sleep(0.05)
+    assert not job.running and job.returncode == -9 and job.error == "cancelled"
+    time.sleep(0.1)
+    assert not _alive(pids["child"]) and not _alive(pids["grandchild"])
+
+
+class _StartupInfo:
+    """``subprocess.STARTUPINFO`` as on Windows (absent elsewhere)."""
+
+    def __init__(self):
+        self.dwFlags, self.wShowWindow = 0, 1
+
+
+def test_background_processes_get_a_hidden_console_on_windows_and_a_session_elsewhere(monkeypatch, tmp_path):
+    """As ``slicer.util.launchConsoleProcess`` does (Slicer@v5.10.0 Base/Python/slicer/util.py:3911-3916), plus
+    a process group so that a cancel reaches the whole tree."""
+    assert jobs.process_options() == ({"start_new_session": True} if os.name != "nt" else jobs.process_options())
+    monkeypatch.setattr(os, "name", "nt")
+    monkeypatch.setattr(jobs.subprocess, "STARTUPINFO", _StartupInfo, raising=False)
+    monkeypatch.setattr(jobs.subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200, raising=False)
+    options = jobs.process_options()
+    assert options["creationflags"] == 0x200 and "start_new_session" not in options
+    assert options["startupinfo"].dwFlags & 1 and options["startupinfo"].wShowWindow == 0  # SW_HIDE
+    helper = jobs.process_options(new_group=False)  # pip, taskkill: hidden too, in the caller's group
+    assert set(helper) == {"startupinfo"} and helper["startupinfo"].wShowWindow == 0
+
+    started = []
+
+    class Popen:
+        def __init__(self, args, **kwargs):
+            started.append(kwargs)
+            raise OSError(2, "stand-in")
+
+    monkeypatch.setattr(jobs.subprocess, "Popen", Popen)
+    with pytest.raises(X2CTError):
+        jobs.Job(["info"], python="python")
+    assert started[0]["creationflags"] == 0x200 and started[0]["startupinfo"].wShowWindow == 0
+    monkeypatch.setattr(os, "name", "posix")
+    assert jobs.process_options() == {"start_new_session": True} and jobs.process_options(new_group=False) == {}

@@ -21,7 +21,7 @@ from X2CTReconstructionLib.logic import ReconstructionLogic  # noqa: E402
 
 from x2ct.errors import InputError  # noqa: E402
 from x2ct.image import CANONICAL_DIRECTION, Volume, XRay, to_canonical  # noqa: E402
-from x2ct.metrics import evaluate_volumes  # noqa: E402
+from x2ct.metrics import alignment, evaluate_volumes  # noqa: E402
 
 pytestmark = pytest.mark.slicer
 
@@ -84,7 +84,7 @@ def test_compare_fills_table_difference_and_layout(scene):
     assert {convention for convention, _ in values} == {"x2ct", "repeat_concatenate", "honest", "lung_dice"}
     assert values[("lung_dice", "threshold")] > 0.9
     assert 15 < values[("honest", "mae_hu")] < 35  # |N(0, 30)| has mean 24 HU
-    assert table.GetAttribute("X2CT.Alignment") == compare.ALIGNMENT
+    assert table.GetAttribute("X2CT.Alignment") == alignment.ALIGNMENT
 
     layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
     assert layout.GetViewArrangement() == compare.COMPARE_LAYOUT_ID

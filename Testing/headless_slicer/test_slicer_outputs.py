@@ -220,6 +220,24 @@ def test_show_outputs_twice_updates_the_same_nodes(scene, slicer_app, phantom, p
     assert outputs.linked_node(scene, "vtkMRMLMarkupsROINode", other, "cut-away").GetID() != first["roi"].GetID()
 
 
+def test_the_cut_away_roi_is_shown_and_the_mip_leaves_no_roi_behind(scene, slicer_app, phantom):
+    """Slicer's volume-rendering logic makes its own ROI hidden (cropping is off when it makes it): the cut-away
+    must be a visible ROI of its own, and the MIP display must not leave another ROI in the scene."""
+    ct = glue.volume_node_from_volume(phantom, "phantom CT", scene)
+    logic = ReconstructionLogic(scene, slicer_app.app_logic)
+    for _ in range(2):
+        made = logic.showOutputs(ct, reprojection=False)
+        rois = [scene.GetNthNodeByClass(n, "vtkMRMLMarkupsROINode")
+                for n in range(scene.GetNumberOfNodesByClass("vtkMRMLMarkupsROINode"))]
+        assert [roi.GetID() for roi in rois] == [made["roi"].GetID()], [roi.GetName() for roi in rois]
+        roi = made["roi"]
+        assert roi.GetDisplayVisibility() and roi.GetDisplayNode().GetVisibility()
+        assert roi.GetDisplayNode().GetHandlesInteractive()
+        assert made["volumeRendering"].GetCroppingEnabled()
+        assert made["volumeRendering"].GetROINodeID() == roi.GetID()
+        assert made["mipRendering"].GetROINodeID() is None
+
+
 def test_a_volume_rendering_made_by_the_user_is_taken_over(scene, slicer_app, phantom):
     ct = glue.volume_node_from_volume(phantom, "phantom CT", scene)
     users = slicer_app.app_logic.GetModuleLogic("VolumeRendering").CreateDefaultVolumeRenderingNodes(ct)

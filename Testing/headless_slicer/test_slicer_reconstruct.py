@@ -22,7 +22,8 @@ import slicer  # noqa: E402
 import vtk  # noqa: E402
 from X2CTReconstructionLib import outputs  # noqa: E402
 from X2CTReconstructionLib import scene as glue  # noqa: E402
-from X2CTReconstructionLib.logic import ReconstructionLogic, input_nodes  # noqa: E402
+from X2CTReconstructionLib.logic import ReconstructionLogic  # noqa: E402
+from X2CTReconstructionLib.outputs import input_nodes  # noqa: E402
 
 from x2ct import inference  # noqa: E402
 from x2ct.errors import InputError, X2CTError  # noqa: E402
@@ -119,8 +120,6 @@ def test_bad_inputs_give_a_message_and_leave_the_scene_unchanged(scene, phantom,
                                                                   tmp_path, monkeypatch):
     import shutil
 
-    from X2CTReconstructionLib import logic as logic_module
-
     frontal, lateral = phantom_xrays
     ct = glue.volume_node_from_volume(phantom, "phantom CT", scene)
     flat = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "zero spacing")
@@ -138,23 +137,27 @@ def test_bad_inputs_give_a_message_and_leave_the_scene_unchanged(scene, phantom,
     with pytest.raises(InputError, match="Unknown model id 'no-such-model'"):
         logic.startReconstruction(frontal, lateral, model="no-such-model")
 
+    # the card is read in Slicer, the weights hashed once, by the child that loads them
     tampered = tmp_path / "tampered"
     shutil.copytree(tiny_model, tampered)
     weights = tampered / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    monkeypatch.setattr("x2ct.jobs.Job", lambda *args, **kwargs: pytest.fail("a child process was started"))
-    with pytest.raises(InputError, match="Checksum mismatch"):  # refused before any child process
-        logic.startReconstruction(frontal, lateral, model=str(tampered), device="cpu")
-    weights.unlink()
-    with pytest.raises(InputError, match="Weights file .* missing"):
-        logic.startReconstruction(frontal, lateral, model=str(tampered), device="cpu")
-    monkeypatch.undo()
-    weights.write_bytes(bytes(data))
-    monkeypatch.setattr(logic_module, "PRECHECK_MAX_BYTES", 0)  # too big to hash here: the child still refuses it
-    with pytest.raises(X2CTError, match="Checksum mismatch"):
-        logic.reconstruct(frontal, lateral, model=str(tampered), device="cpu")
+    weights.rename(tampered / "elsewhere.safetensors")
+    with monkeypatch.context() as patched:
+        patched.setattr("x2ct.jobs.Job", lambda *args, **kwargs: pytest.fail("a child process was started"))
+        with pytest.raises(InputError, match="Weights file .* missing"):  # refused before any child process
+            logic.startReconstruction(frontal, lateral, model=str(tampered), device="cpu")
+    (tampered / "elsewhere.safetensors").rename(weights)
+    import x2ct.modelfile
+
+    hashed = []
+    with monkeypatch.context() as patched:
+        patched.setattr(x2ct.modelfile, "sha256_file", lambda path: hashed.append(path) or "")
+        with pytest.raises(X2CTError, match="Checksum mismatch"):  # the child's message
+            logic.reconstruct(frontal, lateral, model=str(tampered), device="cpu")
+    assert hashed == [], "the weights were hashed in Slicer's process too"
 
     pickled = tmp_path / "pickled"
     shutil.copytree(tiny_model, pickled)
@@ -172,6 +175,21 @@ def test_bad_inputs_give_a_message_and_leave_the_scene_unchanged(scene, phantom,
     assert run.error and "\n" not in run.error and not run.error.startswith("x2ct")
     assert run.outputNode is None and run.stage == "failed"
 
+    assert snapshot(scene) == before
+
+
+def test_the_console_call_refuses_an_input_x_ray_as_its_output(scene, phantom, phantom_xrays, monkeypatch):
+    """The logic itself, not only the panel, refuses to write the CT over an input (frontal, lateral or extra)."""
+    from x2ct.physics import drr
+
+    frontal, lateral = phantom_xrays
+    back = glue.xray_node_from_xray(drr(phantom, 180.0), "phantom back", scene)
+    logic = ReconstructionLogic(scene)
+    before = snapshot(scene)
+    monkeypatch.setattr("x2ct.jobs.Job", lambda *args, **kwargs: pytest.fail("a child process was started"))
+    for output in (frontal, lateral, back):
+        with pytest.raises(InputError, match="output is one of the input X-rays"):
+            logic.reconstruct(frontal, lateral, device="cpu", outputNode=output, extraViews=[(back, 180)])
     assert snapshot(scene) == before
 
 
@@ -196,6 +214,18 @@ def test_cancel_mid_run_adds_nothing(scene, phantom_xrays):
     assert not run.poll()
     with pytest.raises(X2CTError, match="cancelled"):
         run.wait()
+
+    # the panel's Cancel: returns at once; the polls that follow see the child gone and end the run
+    run = logic.startReconstruction(frontal, lateral, device="cpu", onDone=done.append)
+    began = time.monotonic()
+    run.cancel(wait=False)
+    assert time.monotonic() - began < 0.5 and run.cancelled and not run.finished and run.stage == "cancelling"
+    while run.poll():
+        assert time.monotonic() - began < 30, "the cancelled child never ended"
+        time.sleep(0.05)
+    assert run.finished and run.stage == "cancelled" and done[-1] is run and run.outputNode is None
+    assert run._job.returncode is not None and not run._folder.exists()
+    assert snapshot(scene) == before
     assert snapshot(scene) == before
 
 
@@ -254,8 +284,8 @@ def test_extra_views_with_a_duplicate_angle_or_a_count_the_model_refuses_add_not
     message = r"Model tiny-x2ct-cnn needs 2 views \(frontal, lateral\) but got 3: remove views under More views\."
     with pytest.raises(InputError, match=message):
         logic.startReconstruction(frontal, lateral, model=str(tiny_model), extraViews=[(ap, 180)])
-    assert logic.modelViewCounts(str(tiny_model)) == (2,)
-    assert logic.modelViewCounts("back-projection") == tuple(range(1, 9))
+    assert logic.modelFacts(str(tiny_model)).view_counts == (2,)
+    assert logic.modelFacts("back-projection").view_counts == tuple(range(1, 9))
     assert snapshot(scene) == before
 
 

@@ -12,10 +12,11 @@ import pytest
 pytest.importorskip("slicer_core", reason="headless Slicer (slicer-core) is not installed")
 pytest.importorskip("trame_slicer.core", reason="trame-slicer is not installed")
 
-from X2CTReconstructionLib import outputs  # noqa: E402
+from X2CTReconstructionLib import compare, outputs  # noqa: E402
 from X2CTReconstructionLib import scene as glue  # noqa: E402
 from X2CTReconstructionLib.demoscene import save_scene  # noqa: E402
-from X2CTReconstructionLib.logic import ReconstructionLogic, input_nodes  # noqa: E402
+from X2CTReconstructionLib.logic import ReconstructionLogic  # noqa: E402
+from X2CTReconstructionLib.outputs import input_nodes  # noqa: E402
 
 from x2ct.image import Volume  # noqa: E402
 from x2ct.physics import drr  # noqa: E402
@@ -91,3 +92,44 @@ def test_links_survive_importing_the_scene_into_a_scene_with_clashing_ids(scene,
     scene.RemoveNode(xrays[1])  # later inputs keep their views when one goes
     assert [node.GetName() for node in input_nodes(ct)] == [INPUTS[0], INPUTS[2]]
     assert logic.reprojectionCheck(ct)["views"] == ["frontal", "180.0"]
+
+
+def test_a_saved_scene_reopens_in_the_module_layout_once_the_module_is_set_up(scene, slicer_app, phantom, tmp_path):
+    """A scene file keeps the layout id, never its description (vtkMRMLLayoutNode::WriteXML): a new session
+    finds the MIP and compare layouts only because the module registers them at start-up."""
+    ct = glue.volume_node_from_volume(phantom, "phantom CT", scene)
+    ReconstructionLogic(scene, slicer_app.app_logic).showOutputs(ct, reprojection=False)
+    assert scene.GetFirstNodeByClass("vtkMRMLLayoutNode").GetViewArrangement() == outputs.MIP_LAYOUT_ID
+    path = tmp_path / "saved.mrb"
+    assert save_scene(slicer_app, path)
+
+    def reopened(set_up: bool):
+        """The saved scene read into an emptied scene with a new layout node (the module set up or not)."""
+        scene.Clear(0)
+        scene.RemoveNode(scene.GetFirstNodeByClass("vtkMRMLLayoutNode"))  # a singleton: Clear(0) keeps it
+        layout = outputs.layout_node(scene)  # a new one, made as Slicer's layout logic makes it
+        assert layout.GetViewArrangement() != outputs.MIP_LAYOUT_ID
+        if set_up:
+            outputs.register_layouts(layout)  # what the module's startupCompleted handler does
+        assert scene.ReadFromMRB(str(path), False)
+        assert scene.GetFirstNodeByClass("vtkMRMLLayoutNode") is layout
+        return layout
+
+    bare = reopened(set_up=False)
+    assert bare.GetViewArrangement() == outputs.MIP_LAYOUT_ID and not bare.IsLayoutDescription(outputs.MIP_LAYOUT_ID)
+    layout = reopened(set_up=True)
+    assert layout.GetViewArrangement() == outputs.MIP_LAYOUT_ID
+    assert layout.GetLayoutDescription(outputs.MIP_LAYOUT_ID) == outputs.mip_layout_xml()
+    assert layout.IsLayoutDescription(compare.COMPARE_LAYOUT_ID)
+
+
+def test_the_module_registers_its_layouts_when_slicer_has_started():
+    """The module connects its start-up handler, which registers the layouts on Slicer's layout node."""
+    import ast
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parents[2] / "X2CTReconstruction" / "X2CTReconstruction.py").read_text()
+    tree = ast.parse(source)
+    (handler,) = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "onStartupCompleted"]
+    assert "outputs.register_layouts(layoutManager.layoutLogic().GetLayoutNode())" in ast.unparse(handler)
+    assert 'slicer.app.connect("startupCompleted()", onStartupCompleted)' in source

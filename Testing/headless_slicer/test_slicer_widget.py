@@ -75,6 +75,25 @@ def test_every_parameter_is_bound_to_a_widget_or_synchronised_by_hand():
         assert f"parameters.{field}" in text and f"self._parameterNode.{field} =" in text
 
 
+@pytest.mark.parametrize("module_name", ["X2CTReconstruction", "X2CTTraining"])
+def test_every_int_parameter_on_a_spin_box_keeps_the_ui_range(module_name):
+    """Slicer's parameter node wrapper resets a QSpinBox to +/-2^31 unless the int field is Annotated with
+    WithinRange (Slicer@v5.8.0/v5.10.0 Base/Python/slicer/parameterNodeWrapper/guiConnectors.py)."""
+    source = ROOT / module_name / f"{module_name}.py"
+    ui = ROOT / module_name / "Resources" / "UI" / f"{module_name}.ui"
+    ranges = {}
+    for item in ast.walk(ast.parse(source.read_text())):
+        if isinstance(item, ast.AnnAssign) and "int" in ast.unparse(item.annotation):
+            call = re.search(r"WithinRange\(([^)]*)\)", ast.unparse(item.annotation))
+            ranges[item.target.id] = tuple(int(v.strip()) for v in call.group(1).split(",")) if call else None
+    spin_boxes = [w for w in ElementTree.parse(ui).iter("widget") if w.get("class") == "QSpinBox"]
+    assert spin_boxes
+    for widget in spin_boxes:
+        field = ui_property(widget, "SlicerParameterName")
+        expected = (int(ui_property(widget, "minimum")), int(ui_property(widget, "maximum")))
+        assert ranges.get(field) == expected, f"{module_name}.{field}: WithinRange{ranges.get(field)}, .ui {expected}"
+
+
 def test_ui_defaults_a_user_relies_on():
     widgets = ui_widgets()
     for name in ("reconstructButton", "cancelButton", "compareButton", "samplesSpinBox"):
@@ -193,8 +212,8 @@ class _Run:
     def poll(self):
         self.polls += 1
 
-    def cancel(self):
-        self.cancelled = True
+    def cancel(self, wait=True):
+        self.cancelled, self.waited = True, wait
         if self.doneOnCancel:
             self.onDone(self)
 
@@ -322,7 +341,7 @@ def test_reconstruct_is_disabled_with_the_reason(recon, scene, tmp_path):
     widget._parameterNode.lateralXRay = xray_node(logic, tmp_path, "lateral")
     widget._parameterNode.outputVolume = frontal
     widget.updateGUIFromParameterNode()
-    assert not widget.ui.reconstructButton.enabled and "output volume is an input" in widget.ui.statusLabel.text
+    assert not widget.ui.reconstructButton.enabled and "output is one of the input X-rays" in widget.ui.statusLabel.text
 
     widget._parameterNode.outputVolume = None
     widget._parameterNode.model = "removed-since"  # e.g. a saved scene naming a model no longer installed
@@ -347,8 +366,8 @@ def test_a_run_shows_progress_then_the_outputs(recon, scene, tmp_path):
     widget = ready_widget(recon, scene, tmp_path)
     widget.onReconstruct()
     (started,) = widget.logic.started
-    assert (started["model"], started["device"], started["fusion"], started["samples"]) == (
-        "back-projection", "cpu", True, 1)
+    assert (started["model"].id, started["device"], started["fusion"], started["samples"]) == (
+        "back-projection", "cpu", True, 1)  # the facts read when the model was chosen: no card read again
     assert started["outputNode"] is None  # "Create new volume": the logic adds a new node
     assert widget._timer.active and widget._timer.interval == recon.POLL_MS and widget._timer.slot == widget.onPoll
     assert widget.ui.cancelButton.enabled and not widget.ui.reconstructButton.enabled
@@ -403,7 +422,12 @@ def test_cancel_stops_the_run_and_adds_nothing(recon, scene, tmp_path, done_on_c
     run.doneOnCancel = done_on_cancel
     run.onProgress(0.5, "reconstructing on cpu")
     widget.onCancel()
-    assert run.cancelled and widget._run is None and not widget._timer.active
+    assert run.cancelled and run.waited is False, "Cancel must not block Slicer"
+    if not done_on_cancel:  # the child is still stopping: the timer polls on until the run reports its end
+        assert widget._run is run and widget._timer.active and widget.ui.statusLabel.text == "Cancelling..."
+        assert not widget.ui.reconstructButton.enabled
+        run.onDone(run)
+    assert widget._run is None and not widget._timer.active
     assert widget.ui.statusLabel.text == "Cancelled; nothing was added to the scene."
     assert widget.ui.progressBar.value == 0 and widget.logic.shown == [] and recon.shown == []
     assert widget.ui.reconstructButton.enabled and not widget.ui.cancelButton.enabled

@@ -1,11 +1,8 @@
-"""Compare a reconstructed CT with a ground-truth CT: aligned GT, difference volume, metrics table, layout.
+"""Show a comparison of a reconstructed CT with a ground-truth CT: difference display, metrics table, layout.
 
-The ground truth is resampled onto the prediction's grid (SimpleITK, linear,
--1000 HU outside) with the two volumes' centres made to coincide: a CT
-reconstructed from radiographs is centred on the X-rays' isocentre and knows
-nothing of the scanner's coordinates, and the models' protocols crop the
-training CTs about their centre. Metrics are ``x2ct.metrics.evaluate_volumes``
-on exactly those two volumes (every convention, lung Dice included).
+The comparison itself (ground truth resampled with the centres aligned, the
+difference, every metric convention) is ``x2ct.metrics.alignment.compare_centred``,
+the same as ``x2ct evaluate --align-centres``; this module puts it in the scene.
 """
 
 from __future__ import annotations
@@ -13,14 +10,12 @@ from __future__ import annotations
 import numpy as np
 import slicer
 
-from x2ct.image import Volume, volume_from_sitk, volume_to_sitk
-from x2ct.metrics import CONVENTIONS, evaluate_volumes
+from x2ct.errors import InputError
+from x2ct.image import Volume
+from x2ct.metrics import CONVENTIONS
+from x2ct.metrics.alignment import ALIGNMENT, compare_centred
 from X2CTReconstructionLib import outputs
-
-#: HU given to ground-truth voxels outside its field.
-OUTSIDE_HU = -1000.0
-#: How the ground truth is placed on the prediction's grid (recorded on the metrics table).
-ALIGNMENT = "ground truth resampled onto the prediction grid (linear), volume centres aligned"
+from X2CTReconstructionLib import scene as scene_glue
 #: The difference volume's window is centred on 0 HU and reaches this percentile of |difference| either side,
 #: at least DIFFERENCE_MIN_HALF_WIDTH HU: a few outliers do not wash out the colours.
 DIFFERENCE_PERCENTILE = 99.0
@@ -35,23 +30,6 @@ GT_VIEWS = {"X2CTGroundTruthAxial": ("Axial", "#F34A33"), "X2CTGroundTruthSagitt
             "X2CTGroundTruthCoronal": ("Coronal", "#6EB04B")}
 PREDICTION_VIEWS = {"Red": ("Axial", "#F34A33"), "Yellow": ("Sagittal", "#EDD54C"),
                     "Green": ("Coronal", "#6EB04B")}
-
-
-def centre(volume: Volume) -> np.ndarray:
-    """Physical (LPS) centre of a volume's voxel grid."""
-    half = (np.asarray(volume.array.shape[::-1]) - 1) / 2.0 * np.asarray(volume.spacing)
-    return np.asarray(volume.origin) + np.asarray(volume.direction) @ half
-
-
-def resample_centred(gt: Volume, reference: Volume) -> Volume:
-    """``gt`` resampled onto ``reference``'s grid, the centres made to coincide (see module docstring)."""
-    import SimpleITK as sitk
-
-    shift = sitk.TranslationTransform(3, tuple(float(v) for v in centre(gt) - centre(reference)))
-    reference_image = volume_to_sitk(reference.with_array(np.zeros(reference.array.shape, np.float32)))
-    image = sitk.Cast(volume_to_sitk(gt), sitk.sitkFloat32)
-    resampled = sitk.Resample(image, reference_image, shift, sitk.sitkLinear, OUTSIDE_HU, sitk.sitkFloat32)
-    return volume_from_sitk(resampled)
 
 
 def metric_rows(metrics: dict) -> list[tuple[str, str, float]]:
@@ -93,13 +71,6 @@ def table_values(table) -> dict[tuple[str, str], float]:
     values = table.GetTable().GetColumnByName("Value")
     return {(table.GetCellText(r, 0), table.GetCellText(r, 1)): values.GetValue(r)
             for r in range(table.GetNumberOfRows())}
-
-
-def compare_volumes(pred: Volume, gt: Volume) -> tuple[Volume, Volume, dict]:
-    """(GT on the prediction grid, difference pred - GT in HU, metrics of every convention)."""
-    aligned = resample_centred(gt, pred)
-    difference = pred.with_array(np.asarray(pred.array, np.float32) - aligned.array)
-    return aligned, difference, evaluate_volumes(pred, aligned)
 
 
 def difference_window(difference: Volume) -> tuple[float, float]:
@@ -154,7 +125,7 @@ def show_side_by_side(scene, prediction, ground_truth) -> dict:
     has not created yet (e.g. headless) are created here with their
     composite nodes; Slicer's layout manager then uses the same nodes.
     """
-    outputs.switch_layout(scene, COMPARE_LAYOUT_ID, layout_xml())
+    outputs.switch_layout(scene, COMPARE_LAYOUT_ID)
     composites = {}
     for views, volume in ((PREDICTION_VIEWS, prediction), (GT_VIEWS, ground_truth)):
         for tag, (orientation, _) in views.items():
@@ -178,3 +149,59 @@ def _composite_node(scene, tag: str, orientation: str):
     composite = logic.GetSliceCompositeNode()
     logic.SetMRMLScene(None)
     return composite
+
+
+def compare_nodes(predictedNode, groundTruthNode):
+    """Score a reconstruction node against a ground-truth CT node in the scene; the metrics table node.
+
+    ``x2ct.metrics.alignment.compare_centred`` runs before any node is
+    added; then the aligned ground truth, the difference volume and the table
+    are added (or, for a pair compared before, refilled) and the compare
+    layout shows prediction above, ground truth below.
+    """
+    for node, role in ((predictedNode, "Prediction"), (groundTruthNode, "Ground truth")):
+        if node is None:
+            raise InputError(f"{role}: select a CT volume node.")
+    prediction = _checked_volume(predictedNode, "Prediction")
+    truth = _checked_volume(groundTruthNode, "Ground truth")
+    aligned, difference, metrics = compare_centred(prediction, truth)  # before any node is added
+    scene = predictedNode.GetScene()
+    pair = {outputs.GROUND_TRUTH: groundTruthNode}
+    aligned_node = _compare_output(scene, aligned, predictedNode, "aligned-ground-truth", pair,
+                                   f"{groundTruthNode.GetName()} on {predictedNode.GetName()} grid")
+    outputs.set_window(aligned_node, outputs.CT_WINDOW)
+    difference_node = _compare_output(scene, difference, predictedNode, "difference", pair,
+                                      f"{predictedNode.GetName()} - {groundTruthNode.GetName()} (HU)")
+    show_difference(difference_node, difference)
+    table = outputs.linked_node(scene, "vtkMRMLTableNode", predictedNode, "metrics", **pair)
+    if table is None:
+        table = scene.AddNewNodeByClass("vtkMRMLTableNode", scene_glue.unique_name(
+            f"{predictedNode.GetName()} vs {groundTruthNode.GetName()} metrics", scene))
+        outputs.link(table, predictedNode, "metrics", **pair)
+    fill_table(table, metrics)
+    for role, node in ((outputs.PREDICTION, predictedNode), (outputs.ALIGNED_GROUND_TRUTH, aligned_node),
+                       (outputs.DIFFERENCE, difference_node)):
+        table.SetNodeReferenceID(role, node.GetID())
+    table.SetAttribute("X2CT.Alignment", ALIGNMENT)
+    for node in (aligned_node, difference_node, table):
+        outputs.place_in_study(node, predictedNode)
+    show_side_by_side(scene, predictedNode, aligned_node)
+    return table
+
+
+def _compare_output(scene, volume, predictedNode, role: str, pair: dict, name: str):
+    """The volume node ``role`` of an earlier compare of the same pair, filled with ``volume``, else a new one."""
+    node = outputs.linked_node(scene, "vtkMRMLScalarVolumeNode", predictedNode, role, **pair)
+    if node is None:
+        node = scene_glue.volume_node_from_volume(volume, name, scene)
+        outputs.link(node, predictedNode, role, **pair)
+    else:
+        outputs.fill_volume_node(node, volume)
+    return node
+
+
+def _checked_volume(node, role: str):
+    try:
+        return scene_glue.volume_from_volume_node(node)
+    except InputError as error:
+        raise InputError(f"{role}: {error}") from None

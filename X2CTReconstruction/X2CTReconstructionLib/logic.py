@@ -19,8 +19,6 @@ has been read; a failure or a cancel leaves the scene as it was.
 
 from __future__ import annotations
 
-import json
-import logging
 import shutil
 import tempfile
 import time
@@ -29,20 +27,15 @@ from pathlib import Path
 import slicer
 
 import x2ct.io
-from x2ct import jobs
+from x2ct import jobs, request
 from x2ct.errors import InputError, X2CTError
-from x2ct.image import normalise_view, view_angle
+from x2ct.image import view_angle
 from X2CTReconstructionLib import compare as comparison
 from X2CTReconstructionLib import outputs
 from X2CTReconstructionLib import scene as scene_glue
 
-#: Shown instead of a hash for built-in models, which have no weights.
-NO_WEIGHTS = "none (built-in model, no weights)"
 #: Seconds between polls in ``ReconstructionRun.wait``.
 POLL_SECONDS = 0.1
-#: Weights up to this size are hashed before the child starts (a tampered file is refused at once, in about a
-#: second at most); larger ones only by the child, which checks every model it loads anyway.
-PRECHECK_MAX_BYTES = 512 * 1024 ** 2
 
 #: File name endings stripped to name a node after its file.
 _DOUBLE_SUFFIXES = (".nii.gz",)
@@ -103,20 +96,9 @@ class ReconstructionLogic:
 
         return [entry.id for entry in catalog.entries()]
 
-    def modelViewCounts(self, model) -> tuple[int, ...]:
-        """How many views a catalog model (or model folder) accepts, from its card; no weights are read."""
-        from x2ct import catalog
-        from x2ct.modelfile import read_card
-
-        path = Path(str(model)).expanduser()
-        if path.is_dir():
-            return _card_view_counts(read_card(path))
-        entry = catalog.find(str(model))
-        if entry.source == "builtin":
-            from x2ct.models.baselines import VIEW_COUNTS
-
-            return tuple(VIEW_COUNTS)
-        return _card_view_counts(read_card(entry.folder))
+    def modelFacts(self, model) -> request.ModelFacts:
+        """What a catalog model (or model folder) accepts: views, samples; from its card, no weights read."""
+        return request.model_facts(model)
 
     def importModel(self, folder, modelId: str | None = None) -> str:
         """Copy a model folder (safetensors weights + card) into the user models folder; return its catalog id.
@@ -131,21 +113,26 @@ class ReconstructionLogic:
 
     def deviceChoices(self) -> list[str]:
         """Devices a reconstruction can be asked to run on here: auto and cpu, plus cuda / mps when present."""
-        choices = ["auto", "cpu"]
-        try:
-            import torch
-        except ImportError:
-            return choices
-        if torch.cuda.is_available():
-            choices.append("cuda")
-        if torch.backends.mps.is_available():
-            choices.append("mps")
-        return choices
+        return request.available_devices()
+
+    def requestProblems(self, facts, frontalNode, lateralNode=None, extraViews=(), device="auto", samples=1,
+                        outputNode=None) -> list[str]:
+        """Why this request of model ``facts`` cannot run (``x2ct.request``'s rules), one line each.
+
+        The input nodes themselves are checked by ``inputProblems``.
+        """
+        inputs = [node.GetID() for node in (frontalNode, lateralNode, *(n for n, _ in extraViews)) if node]
+        return request.Request(
+            facts, views=1 + (lateralNode is not None) + len(extraViews), device=device, samples=samples,
+            output=outputNode.GetID() if outputNode is not None else None, inputs=tuple(inputs),
+            view_hint=view_hint(facts.view_counts, lateralNode is not None, len(extraViews))).problems()
 
     def startReconstruction(self, frontalNode, lateralNode=None, model="back-projection", device="auto",
                             fusion=False, samples=1, outputNode=None, onProgress=None, onDone=None, extraViews=()):
         """Start reconstructing a CT from X-ray nodes in a background process; return its ReconstructionRun.
 
+        ``model``: a catalog id, a model folder or ``modelFacts(...)`` of one
+        (its card is then not read again; the child verifies the weights).
         ``extraViews``: more views as (X-ray node, gantry angle in degrees)
         pairs, for models that take more than two. Inputs, model id, view
         count, device and samples are checked first (InputError, nothing
@@ -158,24 +145,17 @@ class ReconstructionLogic:
         problems = self.inputProblems(frontalNode, lateralNode, extraViews=extraViews)
         if problems:
             raise InputError(" ".join(problems))
-        facts = model_facts(model)
-        problem = view_count_problem(facts["id"], facts["view_counts"], lateralNode is not None, len(extraViews))
-        if problem:
-            raise InputError(problem)
-        if device not in ("auto", "cpu", "cuda", "mps"):
-            raise InputError(f"Unknown device {device!r}; choose one of {', '.join(self.deviceChoices())}.")
-        if int(samples) != samples or samples < 1:
-            raise InputError(f"Samples must be a whole number of at least 1, got {samples}.")
-        if samples > 1 and not facts["generative"]:
-            raise InputError(f"Model {facts['id']} is deterministic; several samples need a generative model such "
-                             "as code-diffusion. Set samples to 1.")
+        facts = model if isinstance(model, request.ModelFacts) else request.model_facts(model)
+        problems = self.requestProblems(facts, frontalNode, lateralNode, extraViews, device, samples, outputNode)
         if outputNode is not None and not outputNode.IsA("vtkMRMLScalarVolumeNode"):
-            raise InputError(f"Output node {outputNode.GetName()!r} is not a scalar volume; choose a volume node "
-                             "or let the module create one.")
+            problems.append(f"Output node {outputNode.GetName()!r} is not a scalar volume; choose a volume node "
+                            "or let the module create one.")
+        if problems:
+            raise InputError(" ".join(problems))
         folder = Path(tempfile.mkdtemp(prefix="x2ct-reconstruct-"))
         try:
             arguments, records = ["reconstruct"], []
-            views = [(role, node, xray_for_role(node, role)) for role, node in
+            views = [(role, node, scene_glue.xray_for_role(node, role)) for role, node in
                      (("frontal", frontalNode), ("lateral", lateralNode)) if node is not None]
             views += [("extra", node, scene_glue.xray_from_volume_node(node, view=float(angle)))
                       for node, angle in extraViews]
@@ -186,7 +166,8 @@ class ReconstructionLogic:
                 records.append({"node": node.GetName(), "role": role,
                                 "view": str(xray.view), "angle_deg": angle,
                                 "pixel_spacing_mm": list(xray.pixel_spacing), "size": list(xray.shape)})
-            arguments += ["--model", str(model), "--out", str(folder / "ct.nrrd"), "--device", device,
+            model_argument = str(facts.folder) if facts.source == "folder" else facts.id
+            arguments += ["--model", model_argument, "--out", str(folder / "ct.nrrd"), "--device", device,
                           "--samples", str(int(samples)), "--progress", "json"]
             if fusion:
                 arguments.append("--fusion")
@@ -238,10 +219,10 @@ class ReconstructionLogic:
         mip_view = outputs.mip_view(scene)
         mip_display = outputs.volume_rendering(ctNode, logic, outputs.MIP_PRESET, [mip_view], role="mip-rendering")
         if layout:
-            outputs.switch_layout(scene, outputs.MIP_LAYOUT_ID, outputs.mip_layout_xml())
+            outputs.switch_layout(scene, outputs.MIP_LAYOUT_ID)
         made = {"volumeRendering": display, "roi": roi, "mipRendering": mip_display, "mipView": mip_view,
                 "mips": outputs.mip_nodes(ctNode, volume), "reprojection": None}
-        inputs = input_nodes(ctNode)
+        inputs = outputs.input_nodes(ctNode)
         if reprojection and inputs:
             made["reprojection"] = self.reprojectionCheck(ctNode, inputs)
         return made
@@ -256,29 +237,7 @@ class ReconstructionLogic:
         the CT node (``X2CT.ReprojectionNCC``). Returns ``{"drrs": [nodes],
         "ncc": [floats], "views": [views]}``.
         """
-        nodes = input_nodes(ctNode) if xrayNodes is None else list(xrayNodes)
-        if not nodes:
-            raise InputError(f"No X-ray nodes to check {ctNode.GetName()!r} against; select the input X-rays.")
-        volume = scene_glue.volume_from_volume_node(ctNode)
-        recorded = _recorded_views(ctNode)
-        rendered = []
-        for node in nodes:
-            view = recorded.get(node.GetID())
-            xray = (xray_for_role(node, "frontal") if view is None
-                    else scene_glue.xray_from_volume_node(node, view=normalise_view(view)))
-            rendered.append((node, xray.view, *outputs.reprojection(volume, xray)))
-        result = {"drrs": [], "ncc": [], "views": []}
-        for node, view, drr, ncc in rendered:
-            of_input = {outputs.DRR_INPUT: node}
-            earlier = outputs.linked_node(ctNode.GetScene(), "vtkMRMLScalarVolumeNode", ctNode, "drr", **of_input)
-            drr_node = outputs.drr_node_beside(drr, node, f"{ctNode.GetName()} DRR {view}", existing=earlier)
-            outputs.link(drr_node, ctNode, "drr", **of_input)
-            drr_node.SetAttribute("X2CT.NCC", repr(ncc))
-            result["drrs"].append(drr_node)
-            result["ncc"].append(ncc)
-            result["views"].append(str(view))
-        ctNode.SetAttribute(outputs.REPROJECTION_NCC, json.dumps(dict(zip(result["views"], result["ncc"]))))
-        return result
+        return outputs.reprojection_check(ctNode, xrayNodes)
 
     def compare(self, predictedNode, groundTruthNode):
         """Score a reconstruction against a ground-truth CT; return the metrics table node.
@@ -292,34 +251,7 @@ class ReconstructionLogic:
         ``x2ctAlignedGroundTruth``, ``x2ctDifference``, ``x2ctGroundTruth``).
         Comparing the same pair again updates these nodes instead of adding others.
         """
-        for node, role in ((predictedNode, "Prediction"), (groundTruthNode, "Ground truth")):
-            if node is None:
-                raise InputError(f"{role}: select a CT volume node.")
-        prediction = _checked_volume(predictedNode, "Prediction")
-        truth = _checked_volume(groundTruthNode, "Ground truth")
-        aligned, difference, metrics = comparison.compare_volumes(prediction, truth)  # before any node is added
-        scene = predictedNode.GetScene()
-        pair = {outputs.GROUND_TRUTH: groundTruthNode}
-        aligned_node = _compare_output(scene, aligned, predictedNode, "aligned-ground-truth", pair,
-                                       f"{groundTruthNode.GetName()} on {predictedNode.GetName()} grid")
-        outputs.set_window(aligned_node, outputs.CT_WINDOW)
-        difference_node = _compare_output(scene, difference, predictedNode, "difference", pair,
-                                          f"{predictedNode.GetName()} - {groundTruthNode.GetName()} (HU)")
-        comparison.show_difference(difference_node, difference)
-        table = outputs.linked_node(scene, "vtkMRMLTableNode", predictedNode, "metrics", **pair)
-        if table is None:
-            table = scene.AddNewNodeByClass("vtkMRMLTableNode", scene_glue.unique_name(
-                f"{predictedNode.GetName()} vs {groundTruthNode.GetName()} metrics", scene))
-            outputs.link(table, predictedNode, "metrics", **pair)
-        comparison.fill_table(table, metrics)
-        for role, node in ((outputs.PREDICTION, predictedNode), (outputs.ALIGNED_GROUND_TRUTH, aligned_node),
-                           (outputs.DIFFERENCE, difference_node)):
-            table.SetNodeReferenceID(role, node.GetID())
-        table.SetAttribute("X2CT.Alignment", comparison.ALIGNMENT)
-        for node in (aligned_node, difference_node, table):
-            outputs.place_in_study(node, predictedNode)
-        comparison.show_side_by_side(scene, predictedNode, aligned_node)
-        return table
+        return comparison.compare_nodes(predictedNode, groundTruthNode)
 
 
 class ReconstructionRun:
@@ -331,7 +263,7 @@ class ReconstructionRun:
     message after a failure; ``cancelled`` is true after ``cancel``.
     """
 
-    def __init__(self, scene, job, folder: Path, facts: dict, views: list[dict], inputs: list, outputNode,
+    def __init__(self, scene, job, folder: Path, facts: request.ModelFacts, views: list[dict], inputs: list, outputNode,
                  onProgress, onDone):
         self.scene = scene
         self.fraction = 0.0
@@ -363,14 +295,19 @@ class ReconstructionRun:
             self._finish()
         return not self.finished
 
-    def cancel(self) -> None:
-        """Stop the child (its whole process tree) and drop its output; the scene is left untouched."""
+    def cancel(self, wait: bool = True) -> None:
+        """Stop the child (its whole process tree) and drop its output; the scene is left untouched.
+
+        ``wait=False`` (the panel's Cancel) returns at once: the run ends, and
+        calls ``onDone``, in the ``poll`` that sees the child gone.
+        """
         if self.finished:
             return
-        self._job.cancel()
         self.cancelled = True
-        self.stage = "cancelled"
-        self._close()
+        self.stage = "cancelling"
+        self._job.cancel(wait=wait)
+        if wait:
+            self._finish()
 
     def wait(self, timeout: float | None = None):
         """Poll until the run ends; the CT node, or X2CTError with the reason (failure, cancel, timeout)."""
@@ -396,6 +333,10 @@ class ReconstructionRun:
             self._result = event
 
     def _finish(self) -> None:
+        if self.cancelled:  # whatever the child wrote meanwhile is dropped
+            self.stage = "cancelled"
+            self._close()
+            return
         if self._job.returncode == 0 and self._result is not None:
             try:
                 self._add_outputs()
@@ -419,10 +360,10 @@ class ReconstructionRun:
                 node = self._target
                 outputs.fill_volume_node(node, volume)
             else:
-                name = f"{self._inputs[0].GetName()} CT ({self._facts['id']})"
+                name = f"{self._inputs[0].GetName()} CT ({self._facts.id})"
                 node = scene_glue.volume_node_from_volume(volume, name, self.scene)
                 added.append(node)
-            outputs.set_provenance(node, self._facts["id"], self._facts["sha256"], self._views, volume, self.notes,
+            outputs.set_provenance(node, self._facts.id, self._facts.sha256, self._views, volume, self.notes,
                                    self._result.get("device", ""), self._inputs)
             outputs.place_in_study(node, self._inputs[0])
             if uncertainty is not None:
@@ -445,120 +386,16 @@ class ReconstructionRun:
             self._on_done(self)
 
 
-def model_facts(model) -> dict:
-    """``{"id", "sha256", "view_counts", "generative"}`` of a catalog id or model folder, without loading weights.
-
-    An unknown id raises InputError listing the known ones; weights that are
-    missing or do not match the card's sha256 raise InputError (``x2ct.modelfile.checked_weights``).
-    """
-    from x2ct import catalog
-    from x2ct.modelfile import checked_weights, read_card
-
-    path = Path(str(model)).expanduser()
-    if path.is_dir():
-        model_id, card = path.name, read_card(path)
-    else:
-        entry = catalog.find(str(model))
-        if entry.source == "builtin":
-            from x2ct.models.baselines import VIEW_COUNTS
-
-            return {"id": entry.id, "sha256": NO_WEIGHTS, "view_counts": tuple(VIEW_COUNTS), "generative": False}
-        model_id, card = entry.id, read_card(entry.folder)
-    checked_weights(card, PRECHECK_MAX_BYTES)  # the message before any process starts; the child checks again
-    return {"id": model_id, "sha256": card["sha256"], "view_counts": _card_view_counts(card),
-            "generative": is_generative(card)}
-
-
-def is_generative(card: dict) -> bool:
-    """Whether the card's model draws samples (several draws give a mean and an uncertainty volume).
-
-    The network is built on torch's meta device (no memory, no weights read),
-    so any registered method with a ``sample`` method counts.
-    """
-    import torch
-
-    from x2ct.models import registry
-
-    try:
-        with torch.device("meta"):
-            network = registry.build(card["name"], card["preset"], **(card.get("overrides") or {}))
-    except Exception:  # an unusable card is reported when the run starts; here it only means "not generative"
-        logging.exception("Could not inspect model %s", card.get("name"))
-        return False
-    return callable(getattr(network, "sample", None))
-
-
-def _card_view_counts(card: dict) -> tuple[int, ...]:
-    return tuple(card.get("view_counts") or (2,))
-
-
-def view_count_problem(model_id: str, counts, lateral: bool, extra: int) -> str | None:
-    """Why a model that accepts ``counts`` views cannot take the frontal (+ lateral) + ``extra`` views, or None."""
-    from x2ct import catalog
-
-    counts = sorted(int(c) for c in counts)
-    given = 1 + int(lateral) + extra
-    if given in counts:
-        return None
-    if counts == list(range(counts[0], counts[-1] + 1)) and len(counts) > 2:
-        accepted = f"{counts[0]} to {counts[-1]}"
-    else:
-        accepted = " or ".join(map(str, counts))
-    if given < counts[0]:
-        hint = "select a lateral X-ray." if not lateral else "add views under More views."
-        if not lateral and counts[0] > 2:
-            hint = "select a lateral X-ray and add views under More views."
-    elif given > counts[-1]:
-        hint = "remove views under More views." if extra else "clear the lateral X-ray."
-    else:
-        hint = f"give {accepted} views."
-    noun = "view" if counts == [1] else "views"
-    return (f"Model {model_id} needs {accepted} {noun} ({', '.join(catalog.views_for(counts[0]))}) but got "
-            f"{given}: {hint}")
-
-
-def xray_for_role(node, role: str):
-    """The X-ray of a node; its view is the node's own (``x2ct.view``) or, if it has none, its role."""
-    view = None if node.GetAttribute(scene_glue.VIEW_ATTRIBUTE) else role
-    return scene_glue.xray_from_volume_node(node, view=view)
-
-
-def input_nodes(ctNode) -> list:
-    """The X-ray nodes a CT node was reconstructed from that are still in the scene, in view order."""
-    return [node for _, node in outputs.referenced_inputs(ctNode)]
-
-
-def _recorded_views(ctNode) -> dict:
-    """Current ID of each input X-ray still in the scene -> the view it was given (its ``X2CT.Views`` entry)."""
-    records = _views_record(ctNode)
-    return {node.GetID(): records[index].get("view") for index, node in outputs.referenced_inputs(ctNode)
-            if index < len(records) and isinstance(records[index], dict)}
-
-
-def _views_record(ctNode) -> list:
-    try:
-        records = json.loads(ctNode.GetAttribute(outputs.VIEWS) or "[]")
-    except json.JSONDecodeError:
-        return []
-    return records if isinstance(records, list) else []
-
-
-def _compare_output(scene, volume, predictedNode, role: str, pair: dict, name: str):
-    """The volume node ``role`` of an earlier compare of the same pair, filled with ``volume``, else a new one."""
-    node = outputs.linked_node(scene, "vtkMRMLScalarVolumeNode", predictedNode, role, **pair)
-    if node is None:
-        node = scene_glue.volume_node_from_volume(volume, name, scene)
-        outputs.link(node, predictedNode, role, **pair)
-    else:
-        outputs.fill_volume_node(node, volume)
-    return node
-
-
-def _checked_volume(node, role: str):
-    try:
-        return scene_glue.volume_from_volume_node(node)
-    except InputError as error:
-        raise InputError(f"{role}: {error}") from None
+def view_hint(counts, lateral: bool, extra: int) -> str:
+    """How to fix a view count in the panel's terms (frontal + ``lateral`` + ``extra`` views given)."""
+    given, low, high = 1 + int(lateral) + extra, min(counts), max(counts)
+    if given < low:
+        if lateral:
+            return "add views under More views."
+        return "select a lateral X-ray and add views under More views." if low > 2 else "select a lateral X-ray."
+    if given > high:
+        return "remove views under More views." if extra else "clear the lateral X-ray."
+    return ""
 
 
 def _cli_message(line: str | None) -> str | None:
@@ -602,11 +439,8 @@ def _extra_view_problems(frontalNode, lateralNode, extraViews) -> list[str]:
                             "each view needs its own X-ray.")
         used.add(node.GetID())
         problems.extend(_problem(lambda n=node: scene_glue.xray_from_volume_node(n), label))
-    known = [a % 360.0 for a in angles if a is not None]
-    if len(set(known)) != len(known):
-        problems.append(f"Two views have the same angle ({', '.join(f'{a:g}' for a in known)} deg); "
-                        "give each view its own angle.")
-    return problems
+    same_angle = request.same_angle_problem(angles)
+    return problems + [same_angle] if same_angle else problems
 
 
 def _node_angle(node, role: str) -> float | None:

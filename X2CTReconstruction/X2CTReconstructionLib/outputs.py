@@ -26,7 +26,8 @@ from importlib import metadata
 import numpy as np
 import slicer
 
-from x2ct.image import CANONICAL_DIRECTION, Volume, XRay, to_canonical
+from x2ct.errors import InputError
+from x2ct.image import CANONICAL_DIRECTION, Volume, XRay, normalise_view, to_canonical
 from x2ct.render import CT_WINDOWS
 from X2CTReconstructionLib import scene as scene_glue
 
@@ -209,7 +210,7 @@ def volume_rendering(node, logic, preset: str, view_nodes=(), role: str = "rende
         node.GetScene().AddNode(display)
         display.UnRegister(logic)  # Create... returned a reference of our own; the scene holds the node now
         node.AddAndObserveDisplayNodeID(display.GetID())
-        logic.UpdateDisplayNodeFromVolumeNode(display, node)
+        logic.UpdateDisplayNodeFromVolumeNode(display, node, None, None, False)  # no hidden ROI: see cut_away_roi
         link(display, node, role)
     property_node = display.GetVolumePropertyNode()
     if property_node is None:
@@ -245,8 +246,10 @@ def mip_view(scene):
 def cut_away_roi(node, display, view_nodes=(), name: str | None = None):
     """Crop the volume rendering with a markups ROI that keeps the posterior half: the inside shows from the front.
 
-    The ROI stays visible (outline and handles; in ``view_nodes``, all views if empty) and
-    interactive, so the user moves or resizes it. The ROI of an earlier call is reset and reused.
+    The ROI is our own node, shown (outline and handles; in ``view_nodes``, all views if empty) and
+    interactive, so the user moves or resizes it. Not the volume-rendering logic's ROI: Slicer
+    creates that one hidden while cropping is off and only its module panel shows it again.
+    The ROI of an earlier call is reset and reused.
     """
     bounds = np.zeros(6)
     node.GetRASBounds(bounds)
@@ -256,11 +259,8 @@ def cut_away_roi(node, display, view_nodes=(), name: str | None = None):
     scene = node.GetScene()
     roi = linked_node(scene, "vtkMRMLMarkupsROINode", node, "cut-away")
     if roi is None:
-        roi = display.GetROINode()  # Slicer's volume-rendering logic gives each display an ROI: take it over
-        name = scene_glue.unique_name(name or f"{node.GetName()} cut-away", scene)
-        if roi is None or roi.GetAttribute(ROLE):
-            roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", name)
-        roi.SetName(name)
+        roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode",
+                                      scene_glue.unique_name(name or f"{node.GetName()} cut-away", scene))
         link(roi, node, "cut-away")
     roi.SetCenter(*((low + high) / 2.0))
     roi.SetSize(*(high - low))
@@ -269,6 +269,7 @@ def cut_away_roi(node, display, view_nodes=(), name: str | None = None):
     roi.GetDisplayNode().SetHandlesInteractive(True)
     roi.GetDisplayNode().SetFillOpacity(0.0)  # outline and handles only: the box must not hide the CT
     roi.GetDisplayNode().SetViewNodeIDs([view.GetID() for view in view_nodes])
+    roi.SetDisplayVisibility(True)
     display.SetAndObserveROINodeID(roi.GetID())
     display.SetCroppingEnabled(True)
     return roi
@@ -323,6 +324,53 @@ def reprojection(volume: Volume, xray: XRay) -> tuple[XRay, float]:
     rendered = drr(volume, xray.view, mode="x2ct", x2ct_size=X2CT_SIZE)
     seen, _ = prepare_view(xray, X2CT_SIZE)
     return rendered, float(reprojection_consistency([seen], [rendered.image])["ncc"])
+
+
+def reprojection_check(ct_node, xray_nodes=None) -> dict:
+    """DRRs of the CT at its input X-rays' views, added beside them, and their NCC (``ReconstructionLogic.reprojectionCheck``)."""
+    nodes = input_nodes(ct_node) if xray_nodes is None else list(xray_nodes)
+    if not nodes:
+        raise InputError(f"No X-ray nodes to check {ct_node.GetName()!r} against; select the input X-rays.")
+    volume = scene_glue.volume_from_volume_node(ct_node)
+    recorded = _recorded_views(ct_node)
+    rendered = []
+    for node in nodes:
+        view = recorded.get(node.GetID())
+        xray = (scene_glue.xray_for_role(node, "frontal") if view is None
+                else scene_glue.xray_from_volume_node(node, view=normalise_view(view)))
+        rendered.append((node, xray.view, *reprojection(volume, xray)))
+    result = {"drrs": [], "ncc": [], "views": []}
+    for node, view, drr, ncc in rendered:
+        of_input = {DRR_INPUT: node}
+        earlier = linked_node(ct_node.GetScene(), "vtkMRMLScalarVolumeNode", ct_node, "drr", **of_input)
+        drr_node = drr_node_beside(drr, node, f"{ct_node.GetName()} DRR {view}", existing=earlier)
+        link(drr_node, ct_node, "drr", **of_input)
+        drr_node.SetAttribute("X2CT.NCC", repr(ncc))
+        result["drrs"].append(drr_node)
+        result["ncc"].append(ncc)
+        result["views"].append(str(view))
+    ct_node.SetAttribute(REPROJECTION_NCC, json.dumps(dict(zip(result["views"], result["ncc"]))))
+    return result
+
+
+def input_nodes(ct_node) -> list:
+    """The X-ray nodes a CT node was reconstructed from that are still in the scene, in view order."""
+    return [node for _, node in referenced_inputs(ct_node)]
+
+
+def _recorded_views(ct_node) -> dict:
+    """Current ID of each input X-ray still in the scene -> the view it was given (its ``X2CT.Views`` entry)."""
+    records = _views_record(ct_node)
+    return {node.GetID(): records[index].get("view") for index, node in referenced_inputs(ct_node)
+            if index < len(records) and isinstance(records[index], dict)}
+
+
+def _views_record(ct_node) -> list:
+    try:
+        records = json.loads(ct_node.GetAttribute(VIEWS) or "[]")
+    except json.JSONDecodeError:
+        return []
+    return records if isinstance(records, list) else []
 
 
 def drr_node_beside(rendered: XRay, xray_node, name: str, existing=None):
@@ -389,18 +437,44 @@ def mip_layout_xml() -> str:
     return f'<layout type="vertical" split="true">{top}{bottom}</layout>'
 
 
-def switch_layout(scene, layout_id: int, xml: str):
-    """Register (or update) a custom layout description on the scene's layout node and switch to it.
+def layouts() -> dict[int, str]:
+    """The module's custom layouts by id: the MIP layout and the compare layout."""
+    from X2CTReconstructionLib import compare
 
-    Slicer's layout manager follows the layout node; headless, a layout node is added if the scene has none.
+    return {MIP_LAYOUT_ID: mip_layout_xml(), compare.COMPARE_LAYOUT_ID: compare.layout_xml()}
+
+
+def register_layouts(layout=None):
+    """Add (or update) the module's layout descriptions on a layout node (the scene's if None); return it.
+
+    Called when the module is set up (at Slicer start-up) and again when the
+    scene ends closing or importing. A scene file stores only the layout id,
+    never its description (``vtkMRMLLayoutNode::WriteXML``), so a saved scene
+    shown in one of these layouts reopens with them only because they are
+    registered before it is read.
     """
+    layout = layout or layout_node(slicer.mrmlScene)
+    for layout_id, xml in layouts().items():
+        if layout.IsLayoutDescription(layout_id):
+            layout.SetLayoutDescription(layout_id, xml)
+        else:
+            layout.AddLayoutDescription(layout_id, xml)
+    return layout
+
+
+def layout_node(scene):
+    """The scene's layout node; headless, where no layout logic made one, one made as Slicer's is (a singleton)."""
     layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
     if layout is None:
-        layout = scene.AddNode(slicer.vtkMRMLLayoutNode())
-    if layout.IsLayoutDescription(layout_id):
-        layout.SetLayoutDescription(layout_id, xml)
-    else:
-        layout.AddLayoutDescription(layout_id, xml)
+        layout = slicer.vtkMRMLLayoutNode()
+        layout.SetSingletonTag("vtkMRMLLayoutNode")  # as vtkMRMLLayoutLogic does: a scene read in merges into it
+        layout = scene.AddNode(layout)
+    return layout
+
+
+def switch_layout(scene, layout_id: int):
+    """Switch the scene's layout node to one of the module's layouts (registering them first)."""
+    layout = register_layouts(layout_node(scene))
     layout.SetViewArrangement(layout_id)
     return layout
 

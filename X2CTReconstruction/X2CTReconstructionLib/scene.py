@@ -149,6 +149,12 @@ def xray_from_volume_node(node, view=None) -> XRay:
     )
 
 
+def xray_for_role(node, role: str):
+    """The X-ray of a node; its view is the node's own (``x2ct.view``) or, if it has none, its role."""
+    view = None if node.GetAttribute(VIEW_ATTRIBUTE) else role
+    return xray_from_volume_node(node, view=view)
+
+
 # --- helpers -------------------------------------------------------------------------------------
 
 
