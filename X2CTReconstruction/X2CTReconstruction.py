@@ -43,6 +43,7 @@ from slicer.ScriptedLoadableModule import (  # noqa: E402
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin  # noqa: E402
+from X2CTReconstructionLib import dependencies  # noqa: E402
 from X2CTReconstructionLib.logic import ReconstructionLogic  # noqa: E402
 
 from x2ct.errors import X2CTError  # noqa: E402
@@ -177,6 +178,7 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        self.installPrompt = dependencies.addInstallPrompt(self.layout, onInstalled=self.onDependenciesInstalled)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/X2CTReconstruction.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -209,18 +211,36 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         return timer
 
     def fillChoices(self) -> None:
-        """Models from the catalog, devices from this machine; a failure is shown, not raised."""
+        """Models from the catalog, devices from this machine; a failure or a missing package is shown, not raised.
+
+        The catalog needs no torch, so models are listed before the packages that run them are installed.
+        """
         self._setupProblems = []
         self._entries, self._facts = {}, {}
-        self.ui.modelComboBox.clear()
+        missingPackages = dependencies.promptText(dependencies.missing())
+        if missingPackages:
+            self._setupProblems.append(missingPackages)
+        blocked = [combo.blockSignals(True) for combo in (self.ui.modelComboBox, self.ui.deviceComboBox)]
+        self.ui.modelComboBox.clear()  # refilling never changes the parameter node's model or device
         self.ui.deviceComboBox.clear()
         try:
             for modelId in self.logic.modelIds():
                 self.ui.modelComboBox.addItem(modelId)
             for device in self.logic.deviceChoices():
                 self.ui.deviceComboBox.addItem(device)
-        except (X2CTError, ImportError) as error:
+        except ImportError as error:  # a package missing below the catalog: the same install line
+            if dependencies.importProblem(error) not in self._setupProblems:
+                self._setupProblems.append(dependencies.importProblem(error))
+        except X2CTError as error:
             self._setupProblems.append(_("The model catalog could not be read: {error}").format(error=error))
+        finally:
+            self.ui.modelComboBox.blockSignals(blocked[0])
+            self.ui.deviceComboBox.blockSignals(blocked[1])
+
+    def onDependenciesInstalled(self) -> None:
+        """After Install: read the catalog and devices again, so Reconstruct can run without a restart."""
+        self.fillChoices()
+        self.updateGUIFromParameterNode()
 
     def cleanup(self) -> None:
         if self._run is not None:  # Slicer is closing: wait for the tree to end, nothing may outlive it
@@ -229,6 +249,8 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.removeObservers()
 
     def enter(self) -> None:
+        self.installPrompt.refresh()  # packages may have been installed since the panel was last shown...
+        self.fillChoices()  # ... and models imported (from the console too): read the catalog again
         self.initializeParameterNode()
 
     def exit(self) -> None:
@@ -406,8 +428,9 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             return
         try:
             modelId = self.logic.importModel(folder)
-        except X2CTError as error:
-            self._message = _("Model not imported: {error}").format(error=error)
+        except (X2CTError, ImportError, OSError) as error:  # ImportError: checking weights needs torch
+            reason = dependencies.importProblem(error) if isinstance(error, ImportError) else error
+            self._message = _("Model not imported: {error}").format(error=reason)
             self.ui.statusLabel.text = self._message
             slicer.util.errorDisplay(self._message)
             return
@@ -561,6 +584,10 @@ class X2CTReconstructionLogic(ScriptedLoadableModuleLogic, ReconstructionLogic):
 
     def getParameterNode(self):
         return X2CTReconstructionParameterNode(super().getParameterNode())
+
+    def missingPackages(self) -> list[str]:
+        """Python packages X2CT needs that are not installed here (pip names); the panel's Install adds them."""
+        return [requirement.name for requirement in dependencies.missing()]
 
 
 class X2CTReconstructionTest(ScriptedLoadableModuleTest):

@@ -11,12 +11,13 @@ import sys
 
 
 def _make_core_importable() -> None:
-    """Find the ``x2ct`` package: installed next to this file, or at the root of a source checkout."""
-    if importlib.util.find_spec("x2ct") is not None:
-        return
+    """Find the ``x2ct`` package (installed next to this file, or at the root of a source checkout) and
+    ``X2CTReconstructionLib``, whose dependency installer this module shares (Slicer puts every module's
+    folder on sys.path; a source checkout has it in the sibling folder)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if os.path.isfile(os.path.join(root, "x2ct", "__init__.py")):
-        sys.path.insert(0, root)
+    for package, folder in (("x2ct", root), ("X2CTReconstructionLib", os.path.join(root, "X2CTReconstruction"))):
+        if importlib.util.find_spec(package) is None and os.path.isfile(os.path.join(folder, package, "__init__.py")):
+            sys.path.insert(0, folder)
 
 
 _make_core_importable()
@@ -36,6 +37,7 @@ from slicer.ScriptedLoadableModule import (  # noqa: E402
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin  # noqa: E402
+from X2CTReconstructionLib import dependencies  # noqa: E402
 from X2CTTrainingLib.logic import SIMULATED, TrainingLogic, formatEta  # noqa: E402
 
 from x2ct.errors import X2CTError  # noqa: E402
@@ -113,9 +115,11 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.run = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        self._packagesProblem = ""  # the install line while a package training needs is missing
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        self.installPrompt = dependencies.addInstallPrompt(self.layout, onInstalled=self.onDependenciesInstalled)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/X2CTTraining.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -140,6 +144,7 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
 
     def enter(self) -> None:
+        self.installPrompt.refresh()  # packages may have been installed since the panel was last shown
         self.fillMethods()
         self.initializeParameterNode()
 
@@ -167,13 +172,18 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.updateStatus()
 
     def fillMethods(self) -> None:
-        """List the methods once the panel is opened (this imports PyTorch, so not at Slicer start-up)."""
-        if self.ui.methodComboBox.count:
+        """List the methods once the panel is opened and their packages are installed (this imports PyTorch
+        and MONAI, so not at Slicer start-up); a missing package becomes the install line, never a traceback."""
+        self._packagesProblem = dependencies.promptText(dependencies.missing())
+        if self.ui.methodComboBox.count or self._packagesProblem:
             return
         try:
             methods = self.logic.methodNames()
         except X2CTError as error:
             self.ui.statusLabel.text = str(error)
+            return
+        except ImportError as error:  # a package below the registry (torch present, monai missing...)
+            self._packagesProblem = dependencies.importProblem(error)
             return
         wasBlocked = self.ui.methodComboBox.blockSignals(True)  # filling must not overwrite a saved choice
         self.ui.methodComboBox.addItems(methods)
@@ -214,13 +224,22 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.running():
             self.ui.startButton.enabled = False
             return
+        problems = [self._packagesProblem] if self._packagesProblem else []
         try:
-            problems = self.logic.settingsProblems(*self.settings())
+            problems = problems or self.logic.settingsProblems(*self.settings())
         except X2CTError as error:
             problems = [str(error)]
+        except ImportError as error:  # the registry needs a package that is missing: the install line
+            self._packagesProblem = dependencies.importProblem(error)
+            problems = [self._packagesProblem]
         self.ui.startButton.enabled = not problems
         last = [_("Last run: ") + self.run.statusText()] if self.run is not None else []
         self.ui.statusLabel.text = "\n".join(last + (problems or [_("Set-up is complete.")]))
+
+    def onDependenciesInstalled(self) -> None:
+        """After Install: list the methods now that their packages are there, without a restart."""
+        self.fillMethods()
+        self.updateStatus()
 
     def onStart(self) -> None:
         try:
@@ -268,6 +287,10 @@ class X2CTTrainingLogic(ScriptedLoadableModuleLogic, TrainingLogic):
 
     def getParameterNode(self):
         return X2CTTrainingParameterNode(super().getParameterNode())
+
+    def missingPackages(self) -> list[str]:
+        """Python packages X2CT needs that are not installed here (pip names); the panel's Install adds them."""
+        return [requirement.name for requirement in dependencies.missing()]
 
 
 class X2CTTrainingTest(ScriptedLoadableModuleTest):
