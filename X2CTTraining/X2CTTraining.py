@@ -61,6 +61,8 @@ Generative Adversarial Networks</i> (DuoLift-CNN/GAN; its X2CT-CNN/GAN retrainin
 2D Cranial X-Rays.</i></li>
 </ul>
 """
+#: Pause (ms) after the last change of a setting before the set-up is checked again.
+STATUS_DELAY_MS = 400
 CONSOLE_ONE_LINER = (
     'slicer.util.getModuleLogic("X2CTTraining").train("/data/cts", "x2ct-cnn", "small", 1000, "/runs/a")'
 )
@@ -135,10 +137,16 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.timer = qt.QTimer()
         self.timer.setInterval(300)
         self.timer.connect("timeout()", self.onTimer)
+        # Checking the set-up looks into the dataset folder: done when typing pauses, not on every keystroke.
+        self.statusTimer = qt.QTimer()
+        self.statusTimer.setSingleShot(True)
+        self.statusTimer.setInterval(STATUS_DELAY_MS)
+        self.statusTimer.connect("timeout()", self.updateStatus)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
         self.timer.stop()
+        self.statusTimer.stop()
         if self.run is not None and not self.run.finished:
             self.run.cancel()  # never leave a training process behind when Slicer closes
         self.removeObservers()
@@ -164,12 +172,16 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setParameterNode(self, parameterNode) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateStatus)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterModified)
         self._parameterNode = parameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateStatus)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterModified)
             self.updateStatus()
+
+    def onParameterModified(self, caller=None, event=None) -> None:
+        """Check the set-up once the user pauses: a keystroke in the dataset path only restarts the timer."""
+        self.statusTimer.start()
 
     def fillMethods(self) -> None:
         """List the methods once the panel is opened and their packages are installed (this imports PyTorch
@@ -256,10 +268,10 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateStatus()
 
     def onCancel(self) -> None:
+        """Ask the run to stop without waiting: the poll timer sees it end and calls onDone."""
         if self.running():
             self.ui.statusLabel.text = _("Cancelling...")
-            slicer.app.processEvents()
-            self.run.cancel()
+            self.run.cancel(wait=False)
 
     def onTimer(self) -> None:
         if self.run is None:

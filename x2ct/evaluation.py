@@ -18,9 +18,6 @@ import torch
 from x2ct.errors import InputError
 from x2ct.metrics import evaluate as score
 
-#: Dataset kinds ``evaluate_model`` reads; the same names as a training config's ``data.kind``.
-DATA_KINDS = ("simulated", "ct-folder", "dicom-tree", "x2ct-hdf5")
-
 
 def case_row(prediction: torch.Tensor, item: dict) -> dict[str, float]:
     """The flat metrics ('x2ct.psnr_3d_db', 'honest.ssim_3d', ...) of one prediction (D, H, W) in [0, 1]."""
@@ -41,21 +38,11 @@ def dataset_for(spec, kind: str, source: str | Path | None = None, split: str = 
     """The cases of ``kind`` (and ``source``) in ``split``, with views and CTs at the model's sizes."""
     from x2ct.data import datasets
     from x2ct.data.protocol import get_protocol
+    from x2ct.datasources import make_dataset
 
-    if kind not in DATA_KINDS:
-        raise InputError(f"Unknown data kind {kind!r}; choose one of: {', '.join(DATA_KINDS)}.")
-    if kind != "simulated" and not source:
-        raise InputError(f"Data kind {kind} needs a source: give the folder or file with --data.")
     protocol = get_protocol(spec.protocol, spec.volume_size)
     views = datasets.default_views(spec.view_size, spec.default_angles)
-    if kind == "simulated":
-        return datasets.SimulatedDataset(split, count=count, protocol=protocol, views=views)
-    if kind == "ct-folder":
-        return datasets.CTFolderDataset(source, protocol=protocol, views=views, split=split)
-    if kind == "dicom-tree":
-        return datasets.DicomTreeDataset(source, protocol=protocol, views=views, split=split)
-    return datasets.X2CTHDF5Dataset(source, protocol=protocol, split=split, view_size=spec.view_size)
-
+    return make_dataset(kind, source, split, protocol, views, spec.view_size, count)
 
 def evaluate_model(model, dataset, count: int | None = None, device: str = "cpu",
                    progress: Callable[[int, int, str], None] | None = None) -> dict:

@@ -163,3 +163,30 @@ def test_compare_twice_updates_the_same_nodes(scene, node_counts):
     other_truth = glue.volume_node_from_volume(glue.volume_from_volume_node(truth_node), "other truth", scene)
     third = logic.compare(predicted_node, other_truth)
     assert third.GetID() != first.GetID(), "another ground truth gets its own table"
+
+
+def test_x2ct_evaluate_with_aligned_centres_reports_what_the_compare_button_shows(scene, tmp_path, capsys):
+    """One comparison rule (x2ct.metrics.alignment): the CLI on the two files gives the table's numbers."""
+    import json
+
+    from x2ct.cli import main
+    from x2ct.io import write_volume
+
+    prediction, truth, _ = noisy_pair()
+    pred_path = write_volume(prediction, tmp_path / "prediction.nrrd")
+    cropped = Volume(np.ascontiguousarray(truth.array[:, 2:-3]), truth.spacing, truth.origin, truth.direction)
+    truth_path = write_volume(cropped, tmp_path / "truth.nrrd")  # on another grid than the prediction
+    predicted_node = glue.volume_node_from_volume(prediction, "prediction", scene)
+    truth_node = ReconstructionLogic(scene).loadCT(truth_path)
+    table = compare.table_values(ReconstructionLogic(scene).compare(predicted_node, truth_node))
+
+    capsys.readouterr()
+    assert main(["evaluate", "--pred", str(pred_path), "--gt", str(truth_path), "--align-centres", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    rows = compare.metric_rows({section: {k: (float("nan") if v is None else v) for k, v in values.items()}
+                                for section, values in printed.items()})
+    assert len(rows) == len(table) > 15
+    for convention, metric, value in rows:
+        assert table[(convention, metric)] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), metric
+    assert main(["evaluate", "--pred", str(pred_path), "--gt", str(truth_path)]) != 0  # refused without the flag
+    assert "grid" in capsys.readouterr().err

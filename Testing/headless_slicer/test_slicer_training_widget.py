@@ -118,3 +118,33 @@ def test_an_unknown_saved_method_disables_start_with_the_reason(training, tmp_pa
     assert widget._parameterNode.method == "retired-method"
     assert not widget.ui.startButton.enabled
     assert "Choose a method" in widget.ui.statusLabel.text and "'retired-method'" in widget.ui.statusLabel.text
+
+
+class _SingleShot:
+    def __init__(self):
+        self.starts = 0
+
+    def start(self):
+        self.starts += 1
+
+
+def test_typing_a_dataset_path_only_restarts_the_check_timer(training, tmp_path, monkeypatch):
+    """A keystroke in the path field modifies the parameter node: the set-up (which looks into the dataset
+    folder) is checked when the timer fires after the typing pauses, never on the keystroke itself."""
+    widget = make_widget(training, tmp_path)
+    widget.statusTimer = _SingleShot()
+    monkeypatch.setattr(widget.logic, "settingsProblems", lambda *args: pytest.fail("checked on a keystroke"))
+    for _ in range(3):
+        widget.onParameterModified()
+    assert widget.statusTimer.starts == 3
+    source = MODULE_FILE.read_text()
+    assert 'self.statusTimer.connect("timeout()", self.updateStatus)' in source
+    assert "self.statusTimer.setSingleShot(True)" in source
+
+
+def test_cancel_asks_the_run_to_stop_without_waiting(training, tmp_path):
+    widget = make_widget(training, tmp_path)
+    calls = []
+    widget.run = types.SimpleNamespace(finished=False, cancel=lambda wait=True: calls.append(wait))
+    widget.onCancel()
+    assert calls == [False] and widget.ui.statusLabel.text == "Cancelling..."

@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import collections
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
-from x2ct import jobs
+from x2ct import datasources, jobs
+from x2ct import training_setup as setup
+from x2ct.datasources import SIMULATED  # noqa: F401  (the dataset "folder" that means the simulator)
 from x2ct.errors import InputError, X2CTError
-
-#: The dataset "folder" that means: train on the pseudo-patient simulator.
-SIMULATED = "simulated"
-HDF5_SUFFIXES = (".h5", ".hdf5")
 #: Keys of a step event that are not losses.
 _NOT_LOSSES = {"event", "step", "total", "eta_s"}
 
@@ -44,106 +41,21 @@ class TrainingLogic:
 
     def settingsProblems(self, datasetFolder, method: str, preset: str, steps: int, outputFolder,
                          resume: bool = False) -> list[str]:
-        """Why this set-up cannot be trained, one line each (empty: it can)."""
-        problems = []
-        dataset = _chosen(datasetFolder)
-        if dataset is None:
-            problems.append("Choose the dataset folder (or the simulator).")
-        elif str(dataset) != SIMULATED:
-            if not dataset.is_dir():
-                problems.append(f"Dataset folder {dataset} does not exist.")
-            else:
-                try:
-                    self.dataKind(dataset)
-                except InputError as error:
-                    problems.append(str(error))
-        methods = self.methodNames()
-        if method not in methods:
-            problems.append(f"Choose a method ({', '.join(methods)}); got {method!r}.")
-        if preset not in self.presetNames():
-            problems.append(f"Choose a preset ({', '.join(self.presetNames())}); got {preset!r}.")
-        if int(steps) < 1:
-            problems.append(f"Training needs at least 1 step; got {steps}.")
-        output = _chosen(outputFolder)
-        if output is None:
-            problems.append("Choose the output folder for checkpoints and the trained model.")
-        else:
-            problems.extend(_writable_folder_problem(output))
-            if dataset is not None and str(dataset) != SIMULATED and output.resolve() == dataset.resolve():
-                problems.append("The output folder is the dataset folder; choose a separate folder.")
-            problems.extend(self._runProblems(output, method, preset, resume))
-        return problems
+        """Why this set-up cannot be trained, one line each (empty: it can); ``x2ct.training_setup``'s rules."""
+        return setup.problems(datasetFolder, method, preset, steps, outputFolder, resume, self.methodNames(),
+                              self.presetNames())
 
     def dataKind(self, datasetFolder) -> str:
-        """The training config's ``data.kind`` for a folder (or ``"simulated"``), from the first data file found.
-
-        CT volumes (NIfTI, NRRD, MHA/MHD) make a ct-folder, ``.h5`` files the X2CT
-        HDF5 release, DICOM files (``.dcm`` or extensionless with the DICM
-        preamble) a LIDC-style dicom-tree.
-        """
-        if str(datasetFolder).strip() == SIMULATED:
-            return SIMULATED
-        from x2ct.data.datasets import CT_SUFFIXES
-
-        folder = Path(datasetFolder)
-        for root, dirs, files in os.walk(folder):
-            dirs.sort()
-            for name in sorted(files):
-                lower = name.lower()
-                if name.startswith("."):
-                    continue
-                if lower.endswith(CT_SUFFIXES):
-                    return "ct-folder"
-                if lower.endswith(HDF5_SUFFIXES):
-                    return "x2ct-hdf5"
-                if lower.endswith(".dcm") or ("." not in name and _isDicom(Path(root) / name)):
-                    return "dicom-tree"
-        raise InputError(f"Dataset folder {folder} holds no CT volumes ({', '.join(CT_SUFFIXES)}), DICOM series "
-                         "or X2CT .h5 files; choose a folder of training CTs, or the simulator.")
+        """The training config's ``data.kind`` for a folder (or ``"simulated"``): ``x2ct.datasources.detect_kind``."""
+        return datasources.detect_kind(datasetFolder)
 
     def resumableRun(self, outputFolder) -> bool:
         """Whether ``outputFolder`` holds a training run with a complete checkpoint to continue from."""
-        from x2ct.training import checkpoint
-
-        out = _chosen(outputFolder)
-        if out is None or not (out / "config.yaml").is_file():
-            return False
-        try:
-            pointer = checkpoint.read_pointer(out, checkpoint.LATEST)
-        except (OSError, ValueError):
-            return False
-        return bool(pointer) and (out / pointer["folder"] / checkpoint.STATE).is_file()
+        return setup.resumable_run(outputFolder)
 
     def writeConfig(self, datasetFolder, method: str, preset: str, steps: int, outputFolder) -> Path:
-        """Write ``<outputFolder>/config.yaml``: the method's shipped config with this data, preset and steps.
-
-        The shipped ``<method>-<preset>.yaml`` is the base when it exists, else the
-        nearest preset's (ties go to the larger, published one: ``small`` trains
-        with the paper's schedule). The result is validated before it is written.
-        """
-        import yaml  # not bundled with Slicer: installed on first use, so never imported when the module loads
-
-        from x2ct.training import config as configs
-
-        out = Path(outputFolder)
-        if self.resumableRun(out):
-            raise InputError(f"{out} already holds a training run; resume it or choose another output folder.")
-        base = _shippedConfig(method, preset, self.presetNames())
-        data = yaml.safe_load(base.read_text()) or {}
-        data["preset"] = preset
-        kind = self.dataKind(datasetFolder)
-        data["data"] = {**data.get("data", {}), "kind": kind}
-        if kind == SIMULATED:
-            data["data"].pop("source", None)
-        else:
-            data["data"]["source"] = str(Path(datasetFolder).resolve())
-        data.setdefault("train", {})["steps"] = int(steps)
-        configs.from_dict(data)  # a wrong field fails here, naming it, and nothing is written
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / "config.yaml"
-        header = f"# Written by the X2CT Training module from {base.name} ({kind} data, {steps} steps).\n"
-        path.write_text(header + yaml.safe_dump(data, sort_keys=False))
-        return path
+        """Write ``<outputFolder>/config.yaml`` from the method's shipped config (``x2ct.training_setup``)."""
+        return setup.write_config(datasetFolder, method, preset, steps, outputFolder, self.presetNames())
 
     def startTraining(self, datasetFolder, method: str, preset: str, steps: int, outputFolder, resume: bool = False,
                       onProgress=None, onDone=None) -> "TrainingRun":
@@ -173,26 +85,6 @@ class TrainingLogic:
     def train(self, datasetFolder, method: str, preset: str, steps: int, outputFolder, resume: bool = False) -> dict:
         """Blocking one-liner for the Python console: train and return the summary (raises X2CTError on failure)."""
         return self.startTraining(datasetFolder, method, preset, steps, outputFolder, resume).wait()
-
-    def _runProblems(self, output: Path, method: str, preset: str, resume: bool) -> list[str]:
-        """A new run needs an output folder without a run; a resumed one needs its run, of the chosen method."""
-        if not output.is_dir():
-            return [f"Nothing to resume: {output} does not exist."] if resume else []
-        resumable = self.resumableRun(output)
-        if not resume:
-            if resumable:
-                return [f"Output folder {output} already holds a training run; tick Resume to continue it, or "
-                        "choose another folder."]
-            return []
-        if not resumable:
-            return [f"Nothing to resume: {output} holds no training checkpoint; untick Resume to start afresh."]
-        import yaml
-
-        saved = yaml.safe_load((output / "config.yaml").read_text()) or {}
-        if (saved.get("method"), saved.get("preset")) != (method, preset):
-            return [f"The run in {output} trains {saved.get('method')} ({saved.get('preset')}); choose that method "
-                    "and preset to resume it."]
-        return []
 
 
 class TrainingRun:
@@ -250,9 +142,12 @@ class TrainingRun:
         if not running:
             self._finish()
 
-    def cancel(self) -> None:
-        """Stop the training process tree; the last checkpoint stays, so the run can be resumed."""
-        self.job.cancel()
+    def cancel(self, wait: bool = True) -> None:
+        """Stop the training process tree; the last checkpoint stays, so the run can be resumed.
+
+        ``wait=False`` (the panel's Cancel) returns at once; the run finishes in the ``poll`` that sees the tree gone.
+        """
+        self.job.cancel(wait=wait)
         self.poll()
 
     def wait(self, timeout: float | None = None) -> dict:
@@ -312,33 +207,6 @@ def formatEta(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def _chosen(folder) -> Path | None:
-    """The folder, or None when none was chosen (None, "", or "." which an empty path field gives)."""
-    text = str(folder or "").strip()
-    return Path(text) if text not in ("", ".") else None
-
-
-def _isDicom(path: Path) -> bool:
-    """A DICOM Part 10 file: 'DICM' after the 128-byte preamble."""
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(132)[128:] == b"DICM"
-    except OSError:
-        return False
-
-
-def _shippedConfig(method: str, preset: str, presets: tuple[str, ...]) -> Path:
-    """The shipped config of ``method`` nearest to ``preset`` (ties: the larger preset)."""
-    from x2ct.training.config import CONFIG_FOLDER
-
-    wanted = presets.index(preset)
-    for other in sorted(presets, key=lambda p: (abs(presets.index(p) - wanted), presets.index(p))):
-        path = CONFIG_FOLDER / f"{method}-{other}.yaml"
-        if path.is_file():
-            return path
-    raise InputError(f"No shipped training config for {method}; it cannot be trained from Slicer.")
-
-
 def _mrmlScene():
     """Slicer's scene when running in (headless) Slicer, else None."""
     return getattr(sys.modules.get("slicer"), "mrmlScene", None)
@@ -353,15 +221,3 @@ def _registry():
             "extension from the Extensions Manager) and restart."
         ) from error
     return registry
-
-
-def _writable_folder_problem(folder: Path) -> list[str]:
-    """A folder is usable if it is writable, or can be created under a writable existing parent."""
-    existing = folder
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    if not existing.is_dir():
-        return [f"Output folder {folder} cannot be created: {existing} is a file."]
-    if not os.access(existing, os.W_OK):
-        return [f"Output folder {folder} is not writable ({existing} is read-only)."]
-    return []

@@ -11,8 +11,9 @@ import json
 import math
 from pathlib import Path
 
+from x2ct.datasources import DATA_KINDS
+from x2ct.request import DEVICES
 from x2ct.errors import InputError
-from x2ct.evaluation import DATA_KINDS
 from x2ct.io import read_ct
 from x2ct.metrics import CONVENTIONS, DEFAULT_HU_RANGE, evaluate_volumes, json_ready, lung_label_ids
 
@@ -25,7 +26,11 @@ def register(subparsers) -> None:
                     "convention. With --model/--data-kind: the model reconstructs every case of the split from the "
                     "dataset's views (at its own view size and angles) and each case is scored on the model's grid.")
     parser.add_argument("--pred", type=Path, help="predicted CT in HU (DICOM folder, NIfTI, NRRD or MetaImage)")
-    parser.add_argument("--gt", type=Path, help="ground-truth CT on the same grid")
+    parser.add_argument("--gt", type=Path, help="ground-truth CT on the same grid (or any grid with --align-centres)")
+    parser.add_argument("--align-centres", action="store_true",
+                        help="resample --gt onto --pred's grid with the volume centres aligned (linear, -1000 HU "
+                             "outside), as the Slicer module's Compare does; for a reconstruction from X-rays, "
+                             "which knows nothing of the scanner's coordinates")
     parser.add_argument("--model", help="catalog model id or model folder to evaluate on --data")
     parser.add_argument("--data-kind", choices=DATA_KINDS, default="simulated",
                         help="dataset kind for --model (default: simulated pseudo-patients)")
@@ -33,7 +38,8 @@ def register(subparsers) -> None:
     parser.add_argument("--split", choices=("train", "validation", "test"), default="test",
                         help="which split of the dataset (default: test)")
     parser.add_argument("--count", type=int, help="evaluate only the first N cases of the split")
-    parser.add_argument("--device", choices=("cpu", "cuda", "mps"), default="cpu", help="device for --model")
+    parser.add_argument("--device", choices=[d for d in DEVICES if d != "auto"], default="cpu",
+                        help="device for --model")
     parser.add_argument("--labels", type=Path, help="organ label map of the ground truth, for lung Dice by label")
     parser.add_argument("--structures", type=Path,
                         help="CSV naming the label ids (columns id, structure), required with --labels")
@@ -60,8 +66,15 @@ def run(args) -> int:
     if args.labels is not None:
         lung_ids = lung_label_ids(args.structures)
         labels = read_ct(args.labels)  # any 3D volume file; label ids stay exact in float32
-    result = evaluate_volumes(read_ct(args.pred), read_ct(args.gt), hu_range=(args.hu_min, args.hu_max),
-                              labels=labels, lung_ids=lung_ids)
+    if args.align_centres:
+        if labels is not None:
+            raise InputError("--labels lie on the ground truth's grid; give them without --align-centres.")
+        from x2ct.metrics.alignment import compare_centred
+
+        _, _, result = compare_centred(read_ct(args.pred), read_ct(args.gt), hu_range=(args.hu_min, args.hu_max))
+    else:
+        result = evaluate_volumes(read_ct(args.pred), read_ct(args.gt), hu_range=(args.hu_min, args.hu_max),
+                                  labels=labels, lung_ids=lung_ids)
     if args.json:
         print(json.dumps(json_ready(result), indent=2, allow_nan=False))
     else:

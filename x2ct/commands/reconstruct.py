@@ -7,6 +7,7 @@ from pathlib import Path
 
 from x2ct.errors import InputError
 from x2ct.image import normalise_view
+from x2ct.request import DEVICES
 
 
 def register(subparsers) -> None:
@@ -19,7 +20,7 @@ def register(subparsers) -> None:
                              "degrees (default: the file's view, else frontal); repeat for each view")
     parser.add_argument("--model", required=True, help="catalog model id (e.g. back-projection) or a model folder")
     parser.add_argument("--out", required=True, help="output CT: .nrrd/.nhdr/.mha/.mhd/.nii/.nii.gz")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+    parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="auto: CUDA when present and the model fits its free memory, else MPS, else CPU")
     parser.add_argument("--fusion", action="store_true",
                         help="Beer-Lambert fusion: correct the volume so it reproduces the input views")

@@ -16,10 +16,10 @@ from typing import Optional
 
 import yaml
 
+from x2ct.datasources import DATA_KINDS
 from x2ct.errors import InputError
 
 CONFIG_FOLDER = Path(__file__).parent / "configs"
-DATA_KINDS = ("simulated", "ct-folder", "dicom-tree", "x2ct-hdf5")
 LR_SCHEDULES = ("constant", "linear-decay", "step", "warmup")
 
 

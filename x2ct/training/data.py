@@ -9,13 +9,11 @@ from torch.utils.data import Subset
 
 from x2ct.data import datasets
 from x2ct.data.protocol import get_protocol
+from x2ct.datasources import SOURCES, make_dataset
 from x2ct.errors import InputError
 
 #: The shipped paper configs' data.source until a user puts a real path there.
 PLACEHOLDER = "REPLACE/WITH"
-SOURCES = {"ct-folder": "a folder of CT volumes (NIfTI, NRRD, MHA or DICOM series)",
-           "dicom-tree": "the top folder of a DICOM tree such as LIDC-IDRI",
-           "x2ct-hdf5": "the folder of X2CT-GAN HDF5 case files (LIDC-IDRI preprocessed)"}
 
 
 def check_source(data) -> None:
@@ -41,15 +39,7 @@ def make(config, spec) -> tuple:
     views = datasets.default_views(spec.view_size, data.angles)
     parts = []
     for split, count in (("train", data.train_count), ("validation", data.validation_count)):
-        if data.kind == "simulated":
-            dataset = datasets.SimulatedDataset(split, count=count, protocol=protocol, views=views)
-        elif data.kind == "ct-folder":
-            dataset = datasets.CTFolderDataset(data.source, protocol=protocol, views=views, split=split)
-        elif data.kind == "dicom-tree":
-            dataset = datasets.DicomTreeDataset(data.source, protocol=protocol, views=views, split=split)
-        else:
-            dataset = datasets.X2CTHDF5Dataset(data.source, protocol=protocol, split=split,
-                                               view_size=spec.view_size)
+        dataset = make_dataset(data.kind, data.source, split, protocol, views, spec.view_size, count)
         parts.append(_first(dataset, count))
     return tuple(parts)
 

@@ -1,0 +1,150 @@
+"""A training set-up checked, and its config written, before anything runs.
+
+The Slicer Training module (its panel and its console one-liner) sets up a
+run from a dataset folder (or the simulator), a method, a preset, a number of
+steps and an output folder. What is wrong with such a set-up, whether an
+output folder holds a run to resume, and the config.yaml that a new run gets
+are decided here, once, without Slicer. The data kind of a folder comes from
+``x2ct.datasources``. Nothing here imports torch: the panel checks a set-up
+before PyTorch is installed (the caller passes the method and preset names).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from x2ct.datasources import SIMULATED, detect_kind
+from x2ct.errors import InputError
+
+CONFIG_NAME = "config.yaml"
+
+
+def chosen(folder) -> Path | None:
+    """The folder, or None when none was chosen (None, "", or "." which an empty path field gives)."""
+    text = str(folder or "").strip()
+    return Path(text) if text not in ("", ".") else None
+
+
+def problems(dataset, method: str, preset: str, steps: int, output, resume: bool, methods: Sequence[str],
+             presets: Sequence[str]) -> list[str]:
+    """Why this set-up cannot be trained, one line each (empty: it can)."""
+    found = []
+    data = chosen(dataset)
+    if data is None:
+        found.append("Choose the dataset folder (or the simulator).")
+    elif str(data) != SIMULATED:
+        if not data.is_dir():
+            found.append(f"Dataset folder {data} does not exist.")
+        else:
+            try:
+                detect_kind(data)
+            except InputError as error:
+                found.append(str(error))
+    if method not in methods:
+        found.append(f"Choose a method ({', '.join(methods)}); got {method!r}.")
+    if preset not in presets:
+        found.append(f"Choose a preset ({', '.join(presets)}); got {preset!r}.")
+    if int(steps) < 1:
+        found.append(f"Training needs at least 1 step; got {steps}.")
+    out = chosen(output)
+    if out is None:
+        found.append("Choose the output folder for checkpoints and the trained model.")
+        return found
+    found += writable_folder_problems(out)
+    if data is not None and str(data) != SIMULATED and out.resolve() == data.resolve():
+        found.append("The output folder is the dataset folder; choose a separate folder.")
+    return found + run_problems(out, method, preset, resume)
+
+
+def resumable_run(output) -> bool:
+    """Whether ``output`` holds a training run with a complete checkpoint to continue from."""
+    from x2ct.training import checkpoint
+
+    out = chosen(output)
+    if out is None or not (out / CONFIG_NAME).is_file():
+        return False
+    try:
+        pointer = checkpoint.read_pointer(out, checkpoint.LATEST)
+    except (OSError, ValueError):
+        return False
+    return bool(pointer) and (out / pointer["folder"] / checkpoint.STATE).is_file()
+
+
+def run_problems(output: Path, method: str, preset: str, resume: bool) -> list[str]:
+    """A new run needs an output folder without a run; a resumed one needs its run, of the chosen method."""
+    if not output.is_dir():
+        return [f"Nothing to resume: {output} does not exist."] if resume else []
+    resumable = resumable_run(output)
+    if not resume:
+        if resumable:
+            return [f"Output folder {output} already holds a training run; tick Resume to continue it, or "
+                    "choose another folder."]
+        return []
+    if not resumable:
+        return [f"Nothing to resume: {output} holds no training checkpoint; untick Resume to start afresh."]
+    import yaml  # not bundled with Slicer: installed on first use
+
+    saved = yaml.safe_load((output / CONFIG_NAME).read_text()) or {}
+    if (saved.get("method"), saved.get("preset")) != (method, preset):
+        return [f"The run in {output} trains {saved.get('method')} ({saved.get('preset')}); choose that method "
+                "and preset to resume it."]
+    return []
+
+
+def writable_folder_problems(folder: Path) -> list[str]:
+    """A folder is usable if it is writable, or can be created under a writable existing parent."""
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return [f"Output folder {folder} cannot be created: {existing} is a file."]
+    if not os.access(existing, os.W_OK):
+        return [f"Output folder {folder} is not writable ({existing} is read-only)."]
+    return []
+
+
+def shipped_config(method: str, preset: str, presets: Sequence[str]) -> Path:
+    """The shipped config of ``method`` nearest to ``preset`` (ties: the larger, published preset)."""
+    from x2ct.training.config import CONFIG_FOLDER
+
+    presets = list(presets)
+    wanted = presets.index(preset)
+    for other in sorted(presets, key=lambda p: (abs(presets.index(p) - wanted), presets.index(p))):
+        path = CONFIG_FOLDER / f"{method}-{other}.yaml"
+        if path.is_file():
+            return path
+    raise InputError(f"No shipped training config for {method}; it cannot be trained from Slicer.")
+
+
+def write_config(dataset, method: str, preset: str, steps: int, output, presets: Sequence[str]) -> Path:
+    """Write ``<output>/config.yaml``: the method's shipped config with this data, preset and steps.
+
+    The shipped ``<method>-<preset>.yaml`` is the base when it exists, else
+    the nearest preset's (``shipped_config``). The result is validated before
+    it is written, all or nothing (over the config of a run that never
+    reached a checkpoint; a run that did is refused).
+    """
+    import yaml
+
+    from x2ct.io.outputs import write_text
+    from x2ct.training import config as configs
+
+    out = Path(output)
+    if resumable_run(out):
+        raise InputError(f"{out} already holds a training run; resume it or choose another output folder.")
+    base = shipped_config(method, preset, presets)
+    data = yaml.safe_load(base.read_text()) or {}
+    data["preset"] = preset
+    kind = detect_kind(dataset)
+    data["data"] = {**data.get("data", {}), "kind": kind}
+    if kind == SIMULATED:
+        data["data"].pop("source", None)
+    else:
+        data["data"]["source"] = str(Path(dataset).resolve())
+    data.setdefault("train", {})["steps"] = int(steps)
+    configs.from_dict(data)  # a wrong field fails here, naming it, and nothing is written
+    out.mkdir(parents=True, exist_ok=True)
+    header = f"# Written by the X2CT Training module from {base.name} ({kind} data, {steps} steps).\n"
+    return write_text(out / CONFIG_NAME, header + yaml.safe_dump(data, sort_keys=False))
