@@ -72,9 +72,11 @@ Reconstruct a 3D CT volume (in HU, with physical geometry) from a frontal X-ray 
 a lateral one (models that take more views get them under <b>More views</b>, each with its gantry angle),
 using networks trained on CT data, or the built-in back-projection baseline.
 <ul>
-<li><b>Inputs</b>: load radiographs with the <b>Load file</b> buttons or Slicer's Add Data (DICOM CR/DX,
-PNG/JPEG/TIFF, NRRD/MHA); they keep their pixel spacing and orientation, and MONOCHROME1 images are inverted
-so bone is bright. Reconstruct stays disabled, with the reason shown, while an input is unusable.</li>
+<li><b>Inputs</b>: load radiographs (DICOM CR/DX, PNG/JPEG/TIFF, NRRD/MHA) with the <b>Load file</b> buttons;
+they keep their pixel spacing and orientation, and MONOCHROME1 images are inverted so bone is bright. Images
+loaded with Slicer's Add Data or DICOM module work too, except MONOCHROME1 DICOM films, which Slicer may show
+inverted: load those with Load file. Reconstruct stays disabled, with the reason shown, while an input is
+unusable.</li>
 <li><b>Model</b>: the catalog's models, with their description, views, training data, metrics, licence and
 intended use. <b>Import model...</b> adds a model folder (safetensors weights and their card; the SHA256 is
 checked and nothing else is loaded). <b>Device</b>: auto picks a GPU when the model fits its free memory.</li>

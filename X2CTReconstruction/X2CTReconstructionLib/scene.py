@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import slicer
@@ -117,6 +119,8 @@ def xray_from_volume_node(node, view=None) -> XRay:
     as the image appears on screen.
     """
     array, matrix = _voxels_and_world_matrix(node, copy=False)  # one slice is copied below
+    if not node.GetAttribute(KIND_ATTRIBUTE):  # not made by x2ct: Slicer read it, perhaps from DICOM
+        _check_photometric(node)
     k, j, i = array.shape
     if min(array.shape) != 1:
         raise InputError(
@@ -156,6 +160,57 @@ def xray_for_role(node, role: str):
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+#: Node attribute where Slicer's DICOM module keeps the SOP instance UIDs a volume was loaded from.
+DICOM_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
+PHOTOMETRIC_TAG = "0028,0004"
+
+
+def dicom_photometric(node):
+    """``(where, PhotometricInterpretation)`` of a node Slicer read from DICOM, else None.
+
+    The DICOM module records the instance UIDs on the node (their values
+    come from its database); Add Data leaves the file name on the storage
+    node. The interpretation is None when it cannot be read.
+    """
+    uids = (node.GetAttribute(DICOM_UIDS_ATTRIBUTE) or "").split()
+    if uids:
+        database = getattr(slicer, "dicomDatabase", None)
+        value = database.instanceValue(uids[0], PHOTOMETRIC_TAG) if database is not None else ""
+        return f"DICOM instance {uids[0]}", (str(value).strip() or None)
+    storage = node.GetStorageNode()
+    path = storage.GetFileName() if storage is not None else None
+    if not path:
+        return None
+    from x2ct.io.files import is_dicom_file
+
+    try:
+        if not (os.path.isfile(path) and is_dicom_file(Path(path))):
+            return None
+        import pydicom
+
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PhotometricInterpretation"])
+    except Exception:  # an unreadable header: the interpretation is unknown
+        return path, None
+    return path, (str(header.get("PhotometricInterpretation", "")).strip() or None)
+
+
+def _check_photometric(node) -> None:
+    """Refuse a DICOM X-ray Slicer read whose grey scale may be inverted (MONOCHROME1, or unknown).
+
+    Slicer's DICOM and Add Data readers do not reliably turn MONOCHROME1
+    (bright = air) into MONOCHROME2, so such a node could reach the model
+    inverted, silently. The module's Load file reads the file itself.
+    """
+    source = dicom_photometric(node)
+    if source is None or source[1] == "MONOCHROME2":
+        return
+    where, photometric = source
+    reason = (f"is {photometric}, which Slicer may show inverted" if photometric
+              else "has a photometric interpretation that cannot be read here")
+    raise InputError(f"X-ray {node.GetName()!r} was loaded from DICOM ({where}) and {reason}; load the file with "
+                     "the module's Load file button instead, which reads its grey scale correctly.")
 
 
 def _vtk_friendly(array: np.ndarray) -> np.ndarray:
