@@ -20,11 +20,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+
+tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11 (tomllib)")
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The modules' files and the core; the module files use Qt flags (CamelCase `|`), so rule 3 skips them.

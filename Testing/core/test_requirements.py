@@ -6,10 +6,12 @@
 changed in one place and not the other fails here.
 """
 
-import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
+
+tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11 (tomllib)")
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / "X2CTReconstruction" / "Resources" / "requirements.txt"
