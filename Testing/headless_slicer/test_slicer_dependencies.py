@@ -144,7 +144,8 @@ class Recorder:
 
     def pip_install(self, requirements):
         self.calls.append(("pip", requirements))
-        (spec,) = requirements
+        spec, no_deps = requirements  # never let pip replace Slicer's numpy or the torch PyTorchUtils chose
+        assert no_deps == "--no-deps"
         name = spec.split("=")[0]
         if name == self.pip_fails:
             raise subprocess.CalledProcessError(1, ["PythonSlicer", "-m", "pip", "install", spec])
@@ -195,8 +196,8 @@ def test_install_confirms_then_torch_through_pytorch_utils_then_pip_each_pin(fak
     kind, text = recorder.calls[0]
     assert kind == "confirm" and "x2ct_fake_torch==2.13.0  (through the PyTorch extension)" in text
     assert "x2ct_fake_monai==1.6.1" in text and "x2ct_fake_yaml==6.0.3" in text
-    assert recorder.calls[1:] == [("torch", True, "==2.13.0"), ("pip", ["x2ct_fake_monai==1.6.1"]),
-                                  ("pip", ["x2ct_fake_yaml==6.0.3"])]
+    assert recorder.calls[1:] == [("torch", True, "==2.13.0"), ("pip", ["x2ct_fake_monai==1.6.1", "--no-deps"]),
+                                  ("pip", ["x2ct_fake_yaml==6.0.3", "--no-deps"])]
     assert progress == ["Installing x2ct_fake_torch==2.13.0 (1 of 3)...", "Installing x2ct_fake_monai==1.6.1 (2 of 3)...",
                         "Installing x2ct_fake_yaml==6.0.3 (3 of 3)..."]
     assert dependencies.missing() == [] and dependencies.install() is True  # nothing left: no dialog again

@@ -8,8 +8,10 @@ MONAIAuto3DSeg and TotalSegmentator do: one confirmation, PyTorch through the
 PyTorch extension's ``PyTorchUtilsLogic.installTorch`` (it picks the CUDA
 build that matches the driver, or the CPU build), then
 ``slicer.util.pip_install`` of each other package, so that progress can be
-shown. A package that is already importable is left as it is: another
-extension may rely on its version.
+shown. pip runs with ``--no-deps``: the packages' own requirements are
+numpy (bundled) and torch (installed first), and pip must never replace
+Slicer's numpy or the torch build PyTorchUtils chose. A package that is
+already importable is left as it is: another extension may rely on its version.
 
 The pins come from ``Resources/requirements.txt``, a copy of pyproject.toml's
 (``Testing/core/test_requirements.py`` keeps the two equal).
@@ -120,7 +122,7 @@ def install(onProgress=None, confirm: bool = True) -> bool:
                 return False
             continue
         try:
-            slicer.util.pip_install([requirement.pip])
+            slicer.util.pip_install([requirement.pip, "--no-deps"])
         except (subprocess.CalledProcessError, RuntimeError, OSError) as error:
             raise X2CTError(f"pip could not install {requirement.pip} ({error}). Check the network connection "
                             "and pip's output in the Python console, then press Install again.") from None
