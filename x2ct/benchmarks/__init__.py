@@ -107,16 +107,47 @@ def is_out_of_memory(message: str) -> bool:
     return any(words in message.lower() for words in ("out of memory", "not enough memory", "cannot allocate memory"))
 
 
-def child_result(module: str, arguments: list[str], identity: dict, time_limit: float, threads: int) -> dict:
+#: The code the speed sections compare against (issue 14): the last commit before its speed work.
+#: ``X2CT_BENCHMARK_BASELINE`` names another commit; ``none`` measures the current code alone.
+BASELINE_COMMIT = "aaf8e747c6a600b77acba79df292acf2e18be691"
+
+
+def baseline_tree() -> Path | None:
+    """A checkout of the baseline commit (``git worktree``, made once under the temp folder), or None.
+
+    None when the variable says ``none``, or this is not a git checkout that
+    holds the commit (an installed package): the sections then measure the
+    current code only and say so.
+    """
+    import tempfile
+
+    commit = os.environ.get("X2CT_BENCHMARK_BASELINE", BASELINE_COMMIT)
+    if commit.lower() == "none":
+        return None
+    repository = Path(__file__).resolve().parents[2]
+    tree = Path(tempfile.gettempdir()) / f"x2ct-baseline-{commit[:12]}"
+    if (tree / "x2ct" / "__init__.py").is_file():
+        return tree
+    done = subprocess.run(["git", "-C", str(repository), "worktree", "add", "--detach", str(tree), commit],
+                          capture_output=True, text=True)
+    return tree if done.returncode == 0 and (tree / "x2ct" / "__init__.py").is_file() else None
+
+
+def child_result(module: str, arguments: list[str], identity: dict, time_limit: float, threads: int,
+                 tree: Path | None = None) -> dict:
     """Run ``python -m MODULE --one ... --json`` with ``threads`` threads; its last JSON line, or ``{"error": ...}``.
 
     A fresh interpreter per measurement keeps peak memory and warm caches of one
     model out of the next. ``identity`` (name, preset, device) labels a failure.
+    ``tree``: run that checkout's ``x2ct`` (the baseline) instead of this one.
     """
     command = [sys.executable, "-m", module, *arguments, "--json"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=time_limit, env=env)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=time_limit, env=env,
+                              cwd=tree)
     except subprocess.TimeoutExpired:
         return {**identity, "error": f"over the {time_limit:g} s time limit"}
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]

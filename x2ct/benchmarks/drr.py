@@ -9,8 +9,11 @@ Both run on the CPU, with 1 and with 2 threads.
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +29,7 @@ ANGLES = (0.0, 90.0)
 def run(quick: bool) -> str:
     from x2ct import io, sampledata
     from x2ct.data.protocol import get_protocol
+    from x2ct.benchmarks import baseline_tree
     from x2ct.image import to_canonical
     from x2ct.physics import X2CT_GEOMETRY, plastimatch
 
@@ -37,6 +41,7 @@ def run(quick: bool) -> str:
         geometry = X2CT_GEOMETRY.with_pixels(128)
         repeats = 3 if quick else 10
         have_plastimatch = plastimatch.binary() is not None
+        baseline = baseline_tree()
         rows = []
         for name, volume in cases:
             hu = np.ascontiguousarray(volume.array, dtype=np.float32)
@@ -45,6 +50,8 @@ def run(quick: bool) -> str:
                 torch.set_num_threads(threads)
                 row = {"volume": name, "threads": threads, **_ours(hu, spacing, geometry, repeats)}
                 images = row.pop("images")
+                if baseline is not None:
+                    row["old"] = _projection_only(hu, spacing, geometry, repeats, threads, baseline)
                 if have_plastimatch:
                     row.update(_plastimatch(hu, spacing, geometry, repeats, images, threads))
                 rows.append(row)
@@ -53,7 +60,39 @@ def run(quick: bool) -> str:
         cuda = _cuda(cases, geometry, repeats) if torch.cuda.is_available() else None
     finally:
         torch.set_num_threads(previous)
-    return _table(rows, repeats, have_plastimatch, x2ct_mode, cuda)
+    return _table(rows, repeats, have_plastimatch, x2ct_mode, cuda, baseline)
+
+
+#: Times ``project`` alone (attenuation precomputed) in a child running the ``x2ct`` its PYTHONPATH names.
+_PROJECTION_TIMER = """
+import json, statistics, sys, time
+import numpy as np, torch
+from x2ct.physics import X2CT_GEOMETRY, plastimatch_mu, project
+path, spacing, threads, repeats, pixels, angles = sys.argv[1], json.loads(sys.argv[2]), *map(int, sys.argv[3:6]), \
+    json.loads(sys.argv[6])
+torch.set_num_threads(threads)
+mu, geometry, walls = plastimatch_mu(torch.from_numpy(np.load(path))[None, None]), X2CT_GEOMETRY.with_pixels(pixels), []
+with torch.no_grad():
+    for run in range(repeats + 1):
+        started = time.perf_counter()
+        project(mu, spacing, angles, geometry)
+        walls.append(time.perf_counter() - started)
+print(json.dumps({"s": statistics.median(walls[1:])}))
+"""
+
+
+def _projection_only(hu: np.ndarray, spacing, geometry, repeats: int, threads: int, tree: Path) -> float:
+    """Median seconds of ``project`` alone for both views, in a fresh child running ``tree``'s code."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "hu.npy"
+        np.save(path, hu)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(tree)}
+        done = subprocess.run([sys.executable, "-c", _PROJECTION_TIMER, str(path), json.dumps(list(spacing)),
+                               str(threads), str(repeats), str(geometry.pixels[0]), json.dumps(list(ANGLES))],
+                              capture_output=True, text=True, env=env, cwd=tree, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"projection timer failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["s"]
 
 
 def _ours(hu: np.ndarray, spacing, geometry, repeats: int) -> dict:
@@ -74,8 +113,14 @@ def _ours(hu: np.ndarray, spacing, geometry, repeats: int) -> dict:
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
     images, peak = _extra_memory_mib(render)
+    mu, projections = plastimatch_mu(volume), []
+    with torch.no_grad():
+        for _ in range(repeats):
+            started = time.perf_counter()
+            project(mu, spacing, ANGLES, geometry)
+            projections.append(time.perf_counter() - started)
     result = {"ours_s": statistics.median(walls), "ours_cpu_s": statistics.median(cpus), "ours_peak": peak,
-              "images": images[0].numpy()}
+              "ours_project_s": statistics.median(projections), "images": images[0].numpy()}
     if hu.shape[0] <= 128 and torch.get_num_threads() == max(THREADS):  # training cost: forward + backward through the projector
         trainable = torch.from_numpy(hu)[None, None].requires_grad_()
         started = time.perf_counter()
@@ -157,23 +202,32 @@ def _status_kib(field: str) -> int:
         return next(int(line.split()[1]) for line in handle if line.startswith(field + ":"))
 
 
-def _table(rows: list[dict], repeats: int, have_plastimatch: bool, x2ct_mode_s: float, cuda) -> str:
+def _table(rows: list[dict], repeats: int, have_plastimatch: bool, x2ct_mode_s: float, cuda, baseline) -> str:
     lines = [f"Command: `x2ct benchmark --only drr`. Two 128x128 views (frontal 0 deg + lateral 90 deg), cone "
              f"beam, SAD 541 mm, SID 949 mm, 500x500 mm detector; sample chest CT; both tools with the same number "
              f"of CPU threads (torch intra-op threads, OMP_NUM_THREADS); median of {repeats} runs after a warm-up. Ours: HU -> attenuation + both views, "
              f"`x2ct.physics.project` (Joseph's method, separable at 0/90 deg). Plastimatch: `drr -A cpu -i exact` "
              f"(both views in one call); 'render' is its own timing of the ray casting, 'run' the whole program "
              f"(read the MHA, convert HU, render, write). CPU = user + system seconds over all threads. Peak RSS: "
-             f"Plastimatch's whole process; ours, what the call added to the process (its input volume excluded).", ""]
-    header = "| volume | threads | ours s | ours CPU s | ours extra peak RSS MiB |"
-    rule = "|---|---:|---:|---:|---:|"
+             f"Plastimatch's whole process; ours, what the call added to the process (its input volume excluded). "
+             f"'ours projection s': `project` alone on the attenuation volume (what Plastimatch's render times); "
+             f"'old code': the same in a fresh process running the code of the baseline commit "
+             f"(`x2ct.benchmarks.BASELINE_COMMIT`, checked out with `git worktree`).", ""]
+    header = "| volume | threads | ours s | ours CPU s | ours extra peak RSS MiB | ours projection s |"
+    rule = "|---|---:|---:|---:|---:|---:|"
+    if baseline is not None:
+        header += " old code projection s | old / new |"
+        rule += "---:|---:|"
     if have_plastimatch:
         header += (" Plastimatch render s | Plastimatch run s | Plastimatch CPU s | Plastimatch peak RSS MiB |"
                    " NCC frontal | NCC lateral | mean abs diff / mean |")
         rule += "---:|---:|---:|---:|---:|---:|---:|"
     lines += [header, rule]
     for row in rows:
-        line = f"| {row['volume']} | {row['threads']} | {row['ours_s']:.3f} | {row['ours_cpu_s']:.3f} | {row['ours_peak']:.0f} |"
+        line = (f"| {row['volume']} | {row['threads']} | {row['ours_s']:.3f} | {row['ours_cpu_s']:.3f} | "
+                f"{row['ours_peak']:.0f} | {row['ours_project_s']:.3f} |")
+        if baseline is not None:
+            line += f" {row['old']:.3f} | {row['old'] / row['ours_project_s']:.2f}x |"
         if have_plastimatch:
             line += (f" {row['pm_render_s']:.3f} | {row['pm_s']:.3f} | {row['pm_cpu_s']:.3f} | {row['pm_peak']:.0f} |"
                      f" {row['ncc'][0]:.4f} | {row['ncc'][1]:.4f} | {row['mean_diff']:.4f} |")

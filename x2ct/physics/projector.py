@@ -8,11 +8,12 @@ to that axis). Views at multiples of 90 degrees are the common case
 (frontal, lateral): there a plane lies parallel to the detector, the ray
 crossings form a grid that is the detector grid scaled by the plane's distance
 from the source, so the bilinear sample is separable into one interpolation
-along columns and one along rows. Both are gathers of whole contiguous voxel
-rows (``index_select`` on a copy of the volume with axis 0 innermost, made
-once for all views), which read only the voxels the rays pass and are far
-cheaper than general 2D sampling, for the same bilinear model. Other angles
-use ``grid_sample`` on the planes. Everything is torch, so gradients reach the
+along the plane's in-plane axis and one along rows. The first is one
+``grid_sample`` per chunk of planes with the volume's axis-0 slices as its
+batch, so each slice is read in place while it sits in cache; the second
+gathers whole rows of the result (``index_select``). Both read only what the
+rays pass and are far cheaper than general 2D sampling of every plane, for
+the same bilinear model. Other angles use ``grid_sample`` on the planes. Everything is torch, so gradients reach the
 volume and it runs on CPU or CUDA.
 
 Geometry and view convention: ``x2ct.physics.geometry``.
@@ -66,19 +67,10 @@ def project(mu: torch.Tensor, spacing, angles, geometry: DRRGeometry = DRRGeomet
 
 
 class _Voxels:
-    """Volumes (B, D, H, W) and, made once for all the views that use it, a copy with axis 0 innermost."""
+    """Volumes (B, D, H, W) shared by all the views of one ``project`` call."""
 
     def __init__(self, volume: torch.Tensor):
         self.volume = volume
-        self._columns = None
-
-    def columns(self) -> torch.Tensor:
-        """(B, H*W, D): the voxel columns along axis 0, column (h, w) at h*W + w."""
-        if self._columns is None:
-            b, depth, height, width = self.volume.shape
-            # a batched 2D transpose (D, H*W) -> (H*W, D): several times faster than the 3D permute
-            self._columns = self.volume.reshape(b, depth, height * width).transpose(1, 2).contiguous()
-        return self._columns
 
 
 def _project_view(voxels: _Voxels, spacing, angle: float, geometry: DRRGeometry,
@@ -159,10 +151,11 @@ class _Rays:
         return rows, cols
 
 
-def _linear_taps(index: np.ndarray, size: int, stride: int, base: np.ndarray, device):
-    """Bilinear taps of fractional indices: flat row numbers (base + index * stride) and weights.
+def _row_taps(index: np.ndarray, size: int, base: np.ndarray, device):
+    """Linear-interpolation taps of fractional row indices: flat row numbers (base + row * count) and weights.
 
-    Taps outside ``0 .. size-1`` get weight 0 (the volume is zero outside).
+    ``index`` is (k, rows) for k planes, ``base`` their plane numbers in the
+    chunk; taps outside ``0 .. size-1`` get weight 0 (the volume is zero outside).
     """
     low = np.floor(index)
     frac = index - low
@@ -171,44 +164,44 @@ def _linear_taps(index: np.ndarray, size: int, stride: int, base: np.ndarray, de
     for offset, weight in ((0, 1.0 - frac), (1, frac)):
         at = low + offset
         inside = (at >= 0) & (at < size)
-        flat = base + np.clip(at, 0, size - 1) * stride
+        flat = base + np.clip(at, 0, size - 1) * index.shape[0]
         taps.append((torch.from_numpy(flat.ravel()).to(device),
                      torch.from_numpy(np.where(inside, weight, 0.0).ravel())))
     return taps
 
 
-def _gather(rows: torch.Tensor, taps, dtype) -> torch.Tensor:
-    """sum_t weight_t * rows[:, flat_t]  for rows (B, N, L) -> (B, len(flat), L)."""
-    (flat0, w0), (flat1, w1) = taps
-    w0 = w0.to(device=rows.device, dtype=dtype)[:, None]
-    w1 = w1.to(device=rows.device, dtype=dtype)[:, None]
-    out = rows.index_select(1, flat0).mul_(w0)  # in place: autograd keeps only the weights
-    return out.addcmul_(rows.index_select(1, flat1), w1)
-
-
 def _sweep_separable(voxels: _Voxels, axis: int, rays: _Rays) -> torch.Tensor:
     """Sum over planes of separable bilinear samples; planes parallel to the detector.
 
-    Step 1 interpolates along the plane's columns by gathering whole voxel
-    columns (axis 0 innermost, so only the voxels the rays need are read),
-    step 2 along the rows after one transpose per plane. Planes go in chunks
-    to bound the intermediate images' memory.
+    Step 1 interpolates the planes along their in-plane axis at the
+    detector's columns with one ``grid_sample`` whose batch is the axis-0
+    slices (one 2D image each, sampled at the same points): each slice is
+    read in place while it sits in cache (the volume is never copied or
+    transposed; as channels, the slices would be visited a megabyte apart
+    for every sample), giving (B, D, planes, cols). Step 2
+    interpolates that along axis 0 at the detector's rows by gathering whole
+    rows of columns (``index_select``) and sums over the planes. Planes go in
+    chunks to bound the intermediate images' memory.
     """
-    columns = voxels.columns()
-    b, (depth, height, width) = columns.shape[0], voxels.volume.shape[1:]
+    volume = voxels.volume  # (B, D, H, W): axis-0 slices as grid_sample's batch
+    b, depth, height, width = volume.shape
     row_index, col_index = rays.separable_crossings()  # (K, rows), (K, cols)
     n_planes, n_rows, n_cols = row_index.shape[0], row_index.shape[1], col_index.shape[1]
-    # voxel column (plane k, in-plane index j) sits at k * plane_stride + j * stride
-    other, plane_stride, stride = (width, width, 1) if axis == 1 else (height, 1, width)
     total = None
     for chunk in _chunks(n_planes, n_cols * max(depth, n_rows)):
-        planes = np.arange(chunk.start, chunk.stop)[:, None]
-        count = len(planes)
-        taps = _linear_taps(col_index[chunk], other, stride, planes * plane_stride, columns.device)
-        sampled = _gather(columns, taps, columns.dtype)  # (B, k*cols, D), order (k, c)
-        sampled = sampled.reshape(b, count, n_cols, depth).transpose(2, 3).reshape(b, count * depth, n_cols)
-        taps = _linear_taps(row_index[chunk], depth, 1, (planes - chunk.start) * depth, columns.device)
-        sampled = _gather(sampled, taps, columns.dtype).reshape(b, count, n_rows, n_cols).sum(dim=1)
+        count = chunk.stop - chunk.start
+        planes = np.broadcast_to(np.arange(chunk.start, chunk.stop, dtype=np.float64)[:, None], (count, n_cols))
+        h, w = (planes, col_index[chunk]) if axis == 1 else (col_index[chunk], planes)
+        # grid_sample, align_corners=False: normalised x = (2 * index + 1) / size - 1; zero outside
+        grid = np.stack([(2 * w + 1) / width - 1, (2 * h + 1) / height - 1], axis=-1)
+        grid = torch.from_numpy(grid).to(device=volume.device, dtype=volume.dtype)
+        sampled = F.grid_sample(volume.reshape(b * depth, 1, height, width), grid.expand(b * depth, -1, -1, -1),
+                                mode="bilinear", padding_mode="zeros", align_corners=False)  # (B*D, 1, k, cols)
+        rows = sampled.reshape(b, depth * count, n_cols)  # row d * k + plane
+        (flat0, w0), (flat1, w1) = _row_taps(row_index[chunk], depth, np.arange(count)[:, None], volume.device)
+        out = rows.index_select(1, flat0).mul_(w0.to(volume)[:, None])  # in place: autograd keeps the weights
+        out = out.addcmul_(rows.index_select(1, flat1), w1.to(volume)[:, None])
+        sampled = out.reshape(b, count, n_rows, n_cols).sum(dim=1)
         total = sampled if total is None else total + sampled
     return total
 
