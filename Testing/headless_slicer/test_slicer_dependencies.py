@@ -248,3 +248,81 @@ def test_an_import_error_below_the_requirements_names_the_module(monkeypatch, tm
     monkeypatch.setattr(dependencies, "REQUIREMENTS_FILE", requirements)
     text = dependencies.importProblem(ModuleNotFoundError("No module named 'x2ct_gone'", name="x2ct_gone"))
     assert "x2ct_gone" in text and "slicer.util.pip_install" in text  # ... so the line names what failed
+
+
+# --- catalog refresh and Import model (finding 12) ----------------------------------------------
+
+
+class _Combo:
+    def __init__(self):
+        self.items, self.currentIndex = [], -1
+
+    count = property(lambda self: len(self.items))
+
+    def addItem(self, text):
+        self.items.append(text)
+        self.currentIndex = max(self.currentIndex, 0)
+
+    def clear(self):
+        self.items, self.currentIndex = [], -1
+
+    def itemText(self, index):
+        return self.items[index]
+
+    def findText(self, text):
+        return self.items.index(text) if text in self.items else -1
+
+    def blockSignals(self, block):
+        return False
+
+
+@pytest.fixture
+def reconstruction_panel(monkeypatch, tmp_path):
+    """The Reconstruction widget with stand-in widgets, a user models folder and a recording install line."""
+    from stand_ins import module, qt_layer
+
+    chosen = []
+    file_dialog = types.SimpleNamespace(getExistingDirectory=lambda *args: chosen.pop(0))
+    for name, stand_in in qt_layer(qt=module("qt", QTimer=object, QFileDialog=file_dialog)).items():
+        monkeypatch.setitem(sys.modules, name, stand_in)
+    monkeypatch.setenv("X2CT_MODELS", str(tmp_path / "models"))
+    shown = []
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, *args, **kwargs: shown.append(text))
+    sys.modules.pop("X2CTReconstruction", None)
+    import X2CTReconstruction
+
+    widget = X2CTReconstruction.X2CTReconstructionWidget()
+    widget.logic = X2CTReconstruction.X2CTReconstructionLogic()
+    bag = types.SimpleNamespace
+    widget.ui = bag(modelComboBox=_Combo(), deviceComboBox=_Combo(), statusLabel=bag(text=""))
+    widget.installPrompt = bag(refreshed=0)
+    widget.installPrompt.refresh = lambda: setattr(widget.installPrompt, "refreshed", widget.installPrompt.refreshed + 1)
+    widget.initializeParameterNode = lambda: None  # the parameter node needs Slicer's Qt layer
+    widget.fillChoices()
+    yield types.SimpleNamespace(widget=widget, chosen=chosen, shown=shown, models=tmp_path / "models")
+    sys.modules.pop("X2CTReconstruction", None)
+
+
+def test_entering_the_panel_reads_the_catalog_again(reconstruction_panel):
+    import shutil
+
+    widget = reconstruction_panel.widget
+    assert "my-model" not in widget.ui.modelComboBox.items
+    shutil.copytree(ROOT / "Resources" / "Models" / "x2ct-cnn-2v", reconstruction_panel.models / "my-model")
+    widget.enter()  # e.g. imported from the Python console while the panel was hidden
+    assert "my-model" in widget.ui.modelComboBox.items and widget.installPrompt.refreshed == 1
+
+
+def test_import_model_without_its_packages_is_a_message_not_an_exception(reconstruction_panel, monkeypatch,
+                                                                         tmp_path):
+    widget = reconstruction_panel.widget
+
+    def needs_safetensors(folder, modelId=None):
+        raise ModuleNotFoundError("No module named 'safetensors'", name="safetensors")
+
+    monkeypatch.setattr(widget.logic, "importModel", needs_safetensors)
+    reconstruction_panel.chosen.append(str(tmp_path))
+    widget.onImportModel()
+    (message,) = reconstruction_panel.shown
+    assert message.startswith("Model not imported: ") and "safetensors" in message
+    assert widget.ui.statusLabel.text == message
