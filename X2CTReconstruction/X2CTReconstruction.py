@@ -106,7 +106,21 @@ def onStartupCompleted() -> None:
     if layoutManager is not None:  # None when Slicer runs without its main window
         outputs.register_layouts(layoutManager.layoutLogic().GetLayoutNode())
     icon = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "Icons", "X2CTReconstruction.png")
-    sampledata.registerSampleData(thumbnail=icon)
+    sampledata.registerSampleData(thumbnail=icon, follow=pollInBackground)
+
+
+def pollInBackground(run) -> None:
+    """Poll a background run (a Sample Data fetch) from Qt's event loop until it ends; Slicer stays usable."""
+    timer = qt.QTimer()
+    timer.setInterval(POLL_MS)
+
+    def tick():
+        if not run.poll():
+            timer.stop()
+
+    timer.connect("timeout()", tick)
+    run.timer = timer  # lives as long as the run
+    timer.start()
 
 
 class X2CTReconstruction(ScriptedLoadableModule):

@@ -124,7 +124,8 @@ def test_a_saved_scene_reopens_in_the_module_layout_once_the_module_is_set_up(sc
 
 
 def test_the_module_registers_its_layouts_when_slicer_has_started():
-    """The module connects its start-up handler, which registers the layouts on Slicer's layout node."""
+    """The module connects its start-up handler, which registers the layouts on Slicer's layout node (and the
+    Sample Data buttons, followed by a timer)."""
     import ast
     from pathlib import Path
 
@@ -132,4 +133,5 @@ def test_the_module_registers_its_layouts_when_slicer_has_started():
     tree = ast.parse(source)
     (handler,) = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "onStartupCompleted"]
     assert "outputs.register_layouts(layoutManager.layoutLogic().GetLayoutNode())" in ast.unparse(handler)
+    assert "follow=pollInBackground" in ast.unparse(handler), "Sample Data buttons must not wait for their fetch"
     assert 'slicer.app.connect("startupCompleted()", onStartupCompleted)' in source

@@ -595,8 +595,7 @@ def test_the_loaders_put_the_real_samples_in_the_scene(sample_data, scene, monke
         pytest.skip("the chest sample cases are not cached (x2ct sampledata fetch chest-ct / chest-xray)")
     monkeypatch.setattr(samples, "drrFolder", lambda: tmp_path)
     followed = []
-    monkeypatch.setattr(samples, "_follow", followed.append)  # the button's timer: polled here instead
-    samples.registerSampleData()
+    samples.registerSampleData(follow=followed.append)  # the module's timer: polled here instead
     loaders = {s.nodeNames: s.customDownloader for s in sample_data.sampleDataSources[samples.CATEGORY]}
 
     fetch = loaders["X2CT chest DRR frontal"](None)
@@ -614,7 +613,9 @@ def test_the_loaders_put_the_real_samples_in_the_scene(sample_data, scene, monke
     middle, lung = images["frontal"][40:90, 58:70].mean(), images["frontal"][40:90, 30:42].mean()
     assert middle > lung + 0.1
 
-    (radiograph,) = loaders["X2CT chest radiograph"](None).wait()
+    fetch = loaders["X2CT chest radiograph"](None)
+    assert fetch.finished and followed == [followed[0]], "a cached case with nothing to run loads at once"
+    (radiograph,) = fetch.nodes
     assert radiograph.GetName() == "X2CT chest radiograph"
     assert radiograph.GetImageData().GetDimensions()[2] == 1
 
@@ -626,8 +627,7 @@ def test_a_sample_that_cannot_be_fetched_shows_why_and_adds_nothing(sample_data,
     from X2CTReconstructionLib import sampledata as samples
 
     monkeypatch.setattr(samples, "commands", lambda name: [["sampledata", "fetch", "no-such-case"]])
-    monkeypatch.setattr(samples, "_follow", lambda fetch: None)
-    samples.registerSampleData()
+    samples.registerSampleData(follow=lambda fetch: None)
     (loader,) = [s.customDownloader for s in sample_data.sampleDataSources[samples.CATEGORY]
                  if s.nodeNames == "X2CT chest radiograph"]
     before = scene.GetNumberOfNodes()

@@ -158,8 +158,13 @@ def loadSample(name: str, logic=None) -> list:
     return SampleFetch(name, logic).wait()
 
 
-def registerSampleData(thumbnail: str | None = None) -> None:
-    """Add the X2CT samples to Slicer's Sample Data module (call on ``slicer.app.startupCompleted``)."""
+def registerSampleData(thumbnail: str | None = None, follow=None) -> None:
+    """Add the X2CT samples to Slicer's Sample Data module (call on ``slicer.app.startupCompleted``).
+
+    ``follow(fetch)`` keeps polling a button's ``SampleFetch`` until it ends
+    (the module passes a Qt timer; this library imports no Qt); without it a
+    button waits for its sample.
+    """
     import SampleData  # Slicer's Sample Data module; imported here because it needs the Slicer application
 
     registered = getattr(slicer.modules, "sampleDataSources", None)
@@ -174,7 +179,7 @@ def registerSampleData(thumbnail: str | None = None) -> None:
             fileNames=case.main,
             nodeNames=sample.nodeNames[0],
             thumbnailFileName=thumbnail,
-            customDownloader=_loader(sample.name),
+            customDownloader=_loader(sample.name, follow),
         )
         # as SampleDataLogic.registerCustomSampleDataSource adds a source (it has no sampleDescription parameter)
         ours = registered.setdefault(CATEGORY, [])
@@ -182,38 +187,27 @@ def registerSampleData(thumbnail: str | None = None) -> None:
             ours.append(source)
 
 
-def _loader(name: str):
-    """The function a Sample Data button calls with its source: start the fetch and follow it with a timer."""
+def _loader(name: str, follow=None):
+    """The function a Sample Data button calls with its source: start the fetch, and follow it."""
 
     def load(source=None):
         try:
             fetch = SampleFetch(name, onDone=_report)
-        except (X2CTError, OSError) as error:
+        except (X2CTError, OSError) as error:  # it could not start
             slicer.util.errorDisplay(_failure(name, error))
             return None
-        if not fetch.finished:
+        if follow is None:
+            try:
+                fetch.wait()
+            except X2CTError:
+                pass  # _report has shown why
+        elif not fetch.finished:
             slicer.util.showStatusMessage(f"Loading the X2CT sample {SAMPLES[name].description!r} in the "
                                           "background...", 5000)
-            _follow(fetch)
+            follow(fetch)
         return fetch
 
     return load
-
-
-def _follow(fetch: SampleFetch) -> None:
-    """Poll the fetch from Qt's event loop until it ends (Slicer only: the button's path)."""
-    import qt
-
-    timer = qt.QTimer()
-    timer.setInterval(int(POLL_SECONDS * 1000))
-
-    def tick():
-        if not fetch.poll():
-            timer.stop()
-
-    timer.connect("timeout()", tick)
-    fetch.timer = timer  # kept alive with the fetch
-    timer.start()
 
 
 def _report(fetch: SampleFetch) -> None:
