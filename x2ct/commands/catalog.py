@@ -15,6 +15,13 @@ def register(subparsers) -> None:
     adding.add_argument("folder", help="model folder")
     adding.add_argument("--id", default=None, help="id to give it (default: the folder name)")
     adding.add_argument("--overwrite", action="store_true", help="replace a user model with the same id")
+    published = actions.add_parser("import-published", help="import a paper's released weights (read without "
+                                                            "unpickling code) as a user model")
+    published.add_argument("method", choices=["x2ct-gan"], help="whose weights: x2ct-gan (kylekma/X2CT)")
+    published.add_argument("file", help="the authors' checkpoint (90_net_G.pth two-view, 30_net_G.pth one-view)")
+    published.add_argument("--views", type=int, choices=[1, 2], default=2, help="views of that generator")
+    published.add_argument("--id", default=None, help="id to give it (default: x2ct-gan-lidc-<views>v)")
+    published.add_argument("--overwrite", action="store_true", help="replace a user model with the same id")
     parser.set_defaults(func=run)
 
 
@@ -24,6 +31,12 @@ def run(args) -> int:
     if args.action == "import":
         entry = catalog.import_model(args.folder, args.id, args.overwrite)
         print(f"imported {entry.id} into {entry.folder}")
+        return 0
+    if args.action == "import-published":
+        from x2ct.published import import_published
+
+        entry = import_published(args.file, args.views, args.id, args.overwrite)
+        print(f"imported {entry.id} into {entry.folder} ({entry.licence.split('. ')[0]}; {entry.intended_use})")
         return 0
     records = [entry.as_dict() for entry in catalog.entries()]
     if args.json:

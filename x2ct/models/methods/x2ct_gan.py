@@ -43,6 +43,14 @@ Departures from the released code:
 * the critic is MONAI's ``PatchDiscriminator``, whose last conv pads by 1
   instead of 2: 17^3 patch scores at 128^3 instead of 19^3.
 
+None of these loses information at inference: the authors' released
+generators (one and two views) import exactly into the paper preset
+(``x2ct.published``; ``x2ct catalog import-published``). Their per-view 3D
+kernels and connection A's rows are permuted into the CT frame, the biases
+an InstanceNorm cancels are dropped, and the biases that reach connection A
+through the last average pool are folded into its bias; a test checks our
+output against theirs for the same weights.
+
 The dense blocks are MONAI's DenseNet-BC blocks (``densenet._DenseBlock``,
 private but unchanged for years; MONAI has no public pre-activation
 bottleneck block).
@@ -67,13 +75,14 @@ from x2ct.models.registry import register
 NORM = "instance"
 
 PRESETS = {
-    # 128^2 views -> 128^3, the published network (61.7M parameters with two views).
-    "paper": dict(view_size=128, stem=64, dense_blocks=(6, 12, 24, 16, 6), growth=32,
+    # 128^2 views -> 128^3, the published network (61.7M parameters with two views). ``n_views`` is a preset
+    # argument so that a card or training config may override it (the authors' one-view network: n_views=1).
+    "paper": dict(n_views=2, view_size=128, stem=64, dense_blocks=(6, 12, 24, 16, 6), growth=32,
                   decoder_channels=(16, 16, 32, 64, 128, 256)),
     # Same five scales at 128^3, a narrow DenseNet and decoder.
-    "small": dict(view_size=128, stem=16, dense_blocks=(2, 4, 6, 4, 2), growth=8,
+    "small": dict(n_views=2, view_size=128, stem=16, dense_blocks=(2, 4, 6, 4, 2), growth=8,
                   decoder_channels=(4, 4, 8, 16, 32, 64)),
-    "tiny": dict(view_size=16, stem=8, dense_blocks=(1, 1), growth=4, decoder_channels=(4, 4, 8)),
+    "tiny": dict(n_views=2, view_size=16, stem=8, dense_blocks=(1, 1), growth=4, decoder_channels=(4, 4, 8)),
 }
 CRITIC_PRESETS = {
     "paper": dict(channels=64, num_layers=3),
