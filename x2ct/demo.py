@@ -9,7 +9,9 @@ back-projection baseline; models whose method includes Beer-Lambert fusion
 truth (``x2ct.metrics``: every convention, lung Dice) and by re-projection.
 (b) The real PA radiograph (chest-xray.dcm) is reconstructed with the
 one-view model (back-projection when none is shipped). The file records no
-pixel spacing, so the spacing is assumed and the result's notes say so.
+pixel spacing, so the spacing is assumed and the result's notes say so. Its
+reconstruction is also shown in red-cyan stereo and from the side (the
+lateral predicted from the PA film; ``x2ct.novelviews``).
 
 Outputs: CT volumes (NRRD), a side-by-side PNG of each prediction against
 the ground truth, metrics (Markdown and JSON) and, when the headless Slicer
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from x2ct import catalog, inference, io, metrics, physics, render, sampledata
+from x2ct import catalog, inference, io, metrics, novelviews, physics, render, sampledata
 from x2ct.data.protocol import X2CT, get_protocol, resample
 from x2ct.image import Volume, XRay
 
@@ -227,6 +229,7 @@ def reconstruct(item: Run, xrays: list[XRay], case: ChestCase | None, out: Path,
             render.ct_planes(result.volume, *WINDOW, title=item.name),
         ])
         key = f"{item.name}-preview"
+        outputs.update(novelviews.write_novel_views(result.volume, out / "figures", item.name))  # Henzler's uses
     path = render.save_png(figure, out / "figures" / f"{key}.png")
     outputs[key] = str(path)
     record["figure"] = str(path)

@@ -47,6 +47,7 @@ def test_demo_writes_inputs_volumes_figures_and_summary(demo_run):
     assert summary["runs"] == ["chest-ct-back-projection", "chest-xray-back-projection"]
     for key in ("ground-truth", "drr-frontal", "drr-lateral", "chest-ct-back-projection",
                 "chest-ct-back-projection-vs-ground-truth", "chest-xray-back-projection-preview",
+                "chest-xray-back-projection-anaglyph", "chest-xray-back-projection-lateral-predicted",
                 "metrics-json", "metrics-md", "summary"):
         assert Path(summary["outputs"][key]).is_file(), key
     truth = io.read_ct(summary["outputs"]["ground-truth"])
