@@ -2,20 +2,17 @@
 
 Views are prepared like the training DRRs (``x2ct.data``: X2CT-mode DRRs on
 a 500 mm x 500 mm detector of 320 x 320 pixels, normalised per image to
-[0, 1] with 8-bit levels, then resized to the model's view size):
-
-* the radiograph is cropped or padded about its centre to the physical
-  field the X2CT detector sees. That field is 500 mm at the X2CT
-  magnification (SID 949 / SAD 541); when the file gives its own SID and SAD,
-  the field is scaled so the same patient-plane field (500 * 541 / 949 =
-  285 mm) is kept. Padding is the image's minimum (least attenuation);
-* when the pixel spacing is unknown (plain pictures, DICOM without spacing)
-  the whole image is padded to a square and fitted instead, and the
-  result's notes say so;
-* the field is resampled to 320 x 320 and passed through the same
-  normalisation as the DRRs (``x2ct.physics.x2ct_normalise``);
-* the view angle comes from the ``XRay`` record, whose image already follows
-  the x2ct view convention (``x2ct.image``).
+[0, 1] with 8-bit levels, then resized to the model's view size) by
+``x2ct.io.prepare``, the one place that does it: for a real film, borders
+cropped, the chest centred and scaled to the training field (from the pixel
+spacing and SID/SAD when known, else from the detected lung field) and the
+intensities matched to the training DRRs; for a DRR made by x2ct, only the
+field crop and normalisation. Each step is recorded in
+``Reconstruction.preparation`` with the view's input-likeness score
+(``x2ct.likeness``), and the notes say what the user must know (a warning
+when a view is unlike the training inputs). The view angle comes from the
+``XRay`` record, whose image already follows the x2ct view convention
+(``x2ct.image``).
 
 The output grid is the model protocol's: ``size``^3 voxels of
 ``crop_mm / size`` mm (320 / size for X2CT), canonical orientation, its
@@ -48,11 +45,8 @@ from x2ct import catalog, request
 from x2ct.data.protocol import ProtocolState, get_protocol, to_hu
 from x2ct.errors import InputError, X2CTError
 from x2ct.image import CANONICAL_DIRECTION, Volume, XRay, view_angle
+from x2ct.io.prepare import DETECTOR_MM, DETECTOR_PIXELS  # the X2CT detector: field (mm) and pixels
 
-#: X2CT benchmark detector: field (mm) and pixels, and its magnification SID / SAD.
-DETECTOR_MM = 500.0
-DETECTOR_PIXELS = 320
-X2CT_SAD, X2CT_SID = 541.0, 949.0
 #: Activation channels assumed at the output grid by the memory estimate.
 ACTIVATION_CHANNELS = 64
 #: Fusion: side (mm) of every protocol's output cube (X2CT and Durham crop 320 mm), sweeps, and the
@@ -87,6 +81,7 @@ class Reconstruction:
     model_id: str
     views: np.ndarray  # the prepared views (V, S, S) in [0, 1]
     angles: tuple[float, ...]
+    preparation: list[dict] = dataclasses.field(default_factory=list)  # per view: steps and likeness (provenance)
 
 
 def load(model: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
@@ -113,35 +108,30 @@ def load(model: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     return LoadedModel(model_id, network, card)
 
 
-def prepare_view(xray: XRay, size: int) -> tuple[np.ndarray, list[str]]:
+def prepare_view(xray: XRay, size: int, kind: str = "auto") -> tuple[np.ndarray, list[str]]:
     """An X-ray -> a (size, size) float32 view in [0, 1] as the training DRRs are made; plus notes."""
-    from x2ct.physics import x2ct_normalise
+    from x2ct.io.prepare import prepare
 
-    xray.check_finite()
-    image = np.asarray(xray.image, dtype=np.float32)
-    notes = []
-    source = str(xray.metadata.get("pixel_spacing_source", "file"))
-    if source.startswith("assumed"):
-        side = max(image.shape)
-        notes.append(f"{_name(xray)}: pixel spacing unknown, so the whole image was fitted to the model's field "
-                     "of view; anatomy sizes may not match the training data. Give the spacing for true geometry.")
-        image = _crop_or_pad(image, (side, side))
-    else:
-        field = DETECTOR_MM
-        if xray.sad and xray.sid:
-            field = DETECTOR_MM * (X2CT_SAD / X2CT_SID) * (xray.sid / xray.sad)
-        else:
-            notes.append(f"{_name(xray)}: source distances unknown; the X2CT magnification "
-                         f"({X2CT_SID / X2CT_SAD:.2f}) was assumed.")
-        rows = max(1, round(field / xray.pixel_spacing[0]))
-        cols = max(1, round(field / xray.pixel_spacing[1]))
-        image = _crop_or_pad(image, (rows, cols))
-    if float(image.max() - image.min()) <= 0:
-        raise InputError(f"{_name(xray)} is blank (one grey level); give the radiograph itself.")
-    detector = F.interpolate(torch.from_numpy(image)[None, None], size=(DETECTOR_PIXELS, DETECTOR_PIXELS),
-                             mode="bilinear", align_corners=False, antialias=True)
-    view = x2ct_normalise(detector - detector.min(), size)
-    return view[0, 0].numpy().astype(np.float32), notes
+    prepared = prepare(xray, size, kind)
+    return prepared.view, prepared.notes
+
+
+def prepared_input(xray: XRay, size: int, kind: str = "auto") -> tuple[np.ndarray, dict, list[str]]:
+    """(view, provenance record, notes): the prepared view, its preparation steps and input-likeness score."""
+    from x2ct import likeness
+    from x2ct.io.prepare import prepare
+
+    prepared = prepare(xray, size, kind)
+    angle = view_angle(xray.view)
+    name = f"{_name(xray)} ({xray.view} view)"
+    scored = prepared if size == likeness.VIEW_PIXELS else prepare(xray, likeness.VIEW_PIXELS, kind)
+    score = likeness.score(scored.view, angle)
+    record = {"view": _name(xray), "angle": float(angle), "kind": prepared.kind, "steps": prepared.steps,
+              "likeness": None if score is None else score.as_dict()}
+    notes = list(prepared.notes)
+    notes.append(score.note(name) if score is not None else
+                 f"{name}: no input-likeness model for a {angle:g} degree view; the score was not computed.")
+    return prepared.view, record, notes
 
 
 def order_views(xrays: Sequence[XRay], spec) -> list[XRay]:
@@ -205,13 +195,14 @@ def output_state(protocol: str, size: int) -> ProtocolState:
 
 def reconstruct(xrays: Sequence[XRay], model: str | Path | LoadedModel, device: str = "auto",
                 fusion: bool = False, samples: int = 1, seed: int | None = 0,
-                progress: Progress | None = None) -> Reconstruction:
+                progress: Progress | None = None, input_kind: str = "auto") -> Reconstruction:
     """Reconstruct a CT (HU, physical geometry) from X-rays with a catalog model or model folder.
 
     ``fusion``: Beer-Lambert fusion with the input views (``x2ct.models.fusion``;
     views at multiples of 90 degrees). ``samples`` > 1: the mean of that many
     draws and their standard deviation (models with ``sample``, i.e. code
-    diffusion). ``progress(fraction, stage)`` is called from 0 to 1.
+    diffusion). ``progress(fraction, stage)`` is called from 0 to 1. ``input_kind``:
+    ``auto``, ``film`` or ``drr`` (``x2ct.io.prepare``).
     """
     report = progress or (lambda fraction, stage: None)
     if not xrays:
@@ -229,10 +220,11 @@ def reconstruct(xrays: Sequence[XRay], model: str | Path | LoadedModel, device: 
     chosen, reason = choose_device(device, network, spec.volume_size, samples)
     notes = [f"device: {reason}"]
     report(0.2, "preparing views")
-    prepared = []
+    prepared, preparation = [], []
     for xray in xrays:
-        view, view_notes = prepare_view(xray, spec.view_size)
+        view, record, view_notes = prepared_input(xray, spec.view_size, input_kind)
         prepared.append(view)
+        preparation.append(record)
         notes += view_notes
     views_np = np.stack(prepared)
     angles = tuple(view_angle(x.view) for x in xrays)
@@ -267,7 +259,7 @@ def reconstruct(xrays: Sequence[XRay], model: str | Path | LoadedModel, device: 
         uncertainty = Volume(spread[0, 0].float().cpu().numpy() * scale, state.spacing, state.origin,
                              np.reshape(state.direction, (3, 3)))
     report(1.0, "done")
-    return Reconstruction(volume, uncertainty, notes, chosen, loaded.id, views_np, angles)
+    return Reconstruction(volume, uncertainty, notes, chosen, loaded.id, views_np, angles, preparation)
 
 
 def _fuse(output: torch.Tensor, views: np.ndarray, angles, size: int, notes: list[str]) -> torch.Tensor:
@@ -313,23 +305,6 @@ def _builtin(model_id: str) -> torch.nn.Module:
 
     _, view_size, volume_size = catalog.BUILTIN[model_id]
     return baselines.build(model_id, view_size=view_size, volume_size=volume_size)
-
-
-def _crop_or_pad(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Centre crop or pad (with the image's minimum) to ``shape``."""
-    out = np.full(shape, image.min(), dtype=np.float32)
-    src, dst = [], []
-    for have, want in zip(image.shape, shape):
-        if have >= want:
-            start = (have - want) // 2
-            src.append(slice(start, start + want))
-            dst.append(slice(0, want))
-        else:
-            start = (want - have) // 2
-            src.append(slice(0, have))
-            dst.append(slice(start, start + have))
-    out[tuple(dst)] = image[tuple(src)]
-    return out
 
 
 def _name(xray: XRay) -> str:

@@ -36,7 +36,7 @@ def test_prepare_view_normalises_like_the_drrs_and_crops_the_physical_field():
     image = np.zeros((1000, 1000), np.float32)
     image[375:625, 375:625] = 1.0
     xray = XRay(image, (1.0, 1.0), "frontal", sad=541.0, sid=949.0, metadata={"pixel_spacing_source": "file"})
-    view, notes = inference.prepare_view(xray, 32)
+    view, notes = inference.prepare_view(xray, 32, kind="drr")
     assert view.shape == (32, 32) and view.dtype == np.float32
     assert view.min() == 0.0 and view.max() == pytest.approx(1.0, abs=1e-3)
     bright = np.where(view[16] > 0.5)[0]
@@ -44,7 +44,7 @@ def test_prepare_view_normalises_like_the_drrs_and_crops_the_physical_field():
     assert notes == []
     # Twice the SID at the same SAD magnifies twice: the same detector image now covers half the field.
     doubled = XRay(image, (1.0, 1.0), "frontal", sad=541.0, sid=1898.0, metadata={"pixel_spacing_source": "file"})
-    wide, _ = inference.prepare_view(doubled, 32)
+    wide, _ = inference.prepare_view(doubled, 32, kind="drr")
     assert (wide[16] > 0.5).sum() == pytest.approx(len(bright) / 2, abs=1)
 
 
@@ -52,7 +52,7 @@ def test_unknown_spacing_fits_the_image_and_says_so():
     image = np.zeros((40, 80), np.float32)
     image[:, 40:] = 1.0
     xray = XRay(image, (1.0, 1.0), "frontal", metadata={"pixel_spacing_source": "assumed 1 mm", "source": "a.png"})
-    view, notes = inference.prepare_view(xray, 16)
+    view, notes = inference.prepare_view(xray, 16, kind="drr")
     assert "pixel spacing unknown" in notes[0] and "a.png" in notes[0]
     assert view[0].max() == 0.0  # padded rows (the image is fitted into the square)
     assert view[8, :7].max() < 0.1 and view[8, 9:].min() > 0.9
@@ -99,7 +99,7 @@ def test_back_projection_runs_by_id_without_weights():
     image = np.zeros((64, 64), np.float32)
     image[:, 40:48] = 1.0  # a vertical bar right of centre: patient's left side, +axis 2
     xray = XRay(image, (1.0, 1.0), "frontal", metadata={"pixel_spacing_source": "assumed"})
-    result = inference.reconstruct([xray], "back-projection", device="cpu")
+    result = inference.reconstruct([xray], "back-projection", device="cpu", input_kind="drr")  # geometry only
     array = result.volume.array  # canonical (k, j, i): axis 2 runs right -> left
     assert array.shape == (128, 128, 128)
     profile = array[64, 64]
