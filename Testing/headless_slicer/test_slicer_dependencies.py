@@ -288,7 +288,8 @@ def reconstruction_panel(monkeypatch, tmp_path):
     monkeypatch.setenv("X2CT_MODELS", str(tmp_path / "models"))
     shown = []
     monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, *args, **kwargs: shown.append(text))
-    sys.modules.pop("X2CTReconstruction", None)
+    monkeypatch.setitem(sys.modules, "X2CTReconstruction", None)  # whatever was there comes back at teardown
+    del sys.modules["X2CTReconstruction"]
     import X2CTReconstruction
 
     widget = X2CTReconstruction.X2CTReconstructionWidget()
@@ -299,8 +300,7 @@ def reconstruction_panel(monkeypatch, tmp_path):
     widget.installPrompt.refresh = lambda: setattr(widget.installPrompt, "refreshed", widget.installPrompt.refreshed + 1)
     widget.initializeParameterNode = lambda: None  # the parameter node needs Slicer's Qt layer
     widget.fillChoices()
-    yield types.SimpleNamespace(widget=widget, chosen=chosen, shown=shown, models=tmp_path / "models")
-    sys.modules.pop("X2CTReconstruction", None)
+    return types.SimpleNamespace(widget=widget, chosen=chosen, shown=shown, models=tmp_path / "models")
 
 
 def test_entering_the_panel_reads_the_catalog_again(reconstruction_panel):
@@ -326,3 +326,33 @@ def test_import_model_without_its_packages_is_a_message_not_an_exception(reconst
     (message,) = reconstruction_panel.shown
     assert message.startswith("Model not imported: ") and "safetensors" in message
     assert widget.ui.statusLabel.text == message
+
+
+def test_training_panel_lists_the_methods_right_after_install(monkeypatch, tmp_path):
+    """No restart: once Install has added the packages, the methods appear and Start can be enabled."""
+    from stand_ins import qt_layer
+
+    for name, stand_in in qt_layer().items():
+        monkeypatch.setitem(sys.modules, name, stand_in)
+    monkeypatch.setitem(sys.modules, "X2CTTraining", None)  # whatever was there comes back at teardown
+    del sys.modules["X2CTTraining"]
+    import X2CTTraining
+
+    absent = [dependencies.Requirement("monai", "==1.6.1", "monai")]
+    monkeypatch.setattr(dependencies, "missing", lambda path=None: list(absent))
+    panel = X2CTTraining.X2CTTrainingWidget()
+    panel.logic = X2CTTraining.X2CTTrainingLogic()
+    bag = types.SimpleNamespace
+    combo = _Combo()
+    combo.addItems = lambda texts: [combo.addItem(text) for text in texts]
+    panel.ui = bag(methodComboBox=combo, statusLabel=bag(text=""), startButton=bag(enabled=True),
+                   cancelButton=bag(enabled=False), datasetPathLineEdit=bag(enabled=True))
+    panel._parameterNode = bag(datasetFolder=None, simulated=True, method="", preset="tiny", steps=2,
+                               outputFolder=tmp_path / "run", resume=False)
+    panel.fillMethods()
+    panel.updateStatus()
+    assert combo.count == 0 and panel.ui.startButton.enabled is False and "monai" in panel.ui.statusLabel.text
+    absent.clear()  # what Install did
+    panel.onDependenciesInstalled()
+    assert "x2ct-cnn" in combo.items and panel._parameterNode.method == combo.items[0]
+    assert "monai" not in panel.ui.statusLabel.text
