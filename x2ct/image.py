@@ -162,11 +162,12 @@ def normalise_view(view: View) -> View:
     if name in aliases:
         return aliases[name]
     try:
-        return normalise_view(float(name))
+        angle = float(name)
     except ValueError:
         raise InputError(
             f"Unknown view {view!r}: use frontal (PA), ap, lateral, or a gantry angle in degrees."
         ) from None
+    return normalise_view(angle)
 
 
 def view_angle(view: View) -> float:

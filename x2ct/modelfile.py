@@ -82,16 +82,16 @@ def read_card(path) -> dict:
     """The card of a model folder (or of a card file), checked against its JSON schema before anything else.
 
     The file must be a small regular UTF-8 JSON file (``x2ct.schema.read_json``)
-    and match ``ModelCard.schema.json`` (types, ranges, lengths, a weights
-    file name inside the folder), so a hostile card is refused before any
-    allocation and can never print a 50 MB line.
+    and match ``ModelCard.schema.json`` (types, ranges, lengths), so a
+    hostile card is refused before any allocation and can never print a
+    50 MB line. Where the weights may be is ``checked_weights``' rule.
     """
     path = Path(path)
     card_path = path / CARD_NAME if path.is_dir() else path
-    if not card_path.is_file():
+    if not card_path.exists():
         raise InputError(f"No model card at {card_path}: a model is a folder with {CARD_NAME} and "
                          f"{WEIGHTS_NAME}.")
-    card = read_json(card_path, "The model card")
+    card = read_json(card_path, "The model card")  # also refuses a FIFO or device without opening it
     if not isinstance(card, dict):
         raise InputError(f"Model card {card_path} must be a JSON object.")
     problems = validate(card, read_json(CARD_SCHEMA, "The model card schema"))

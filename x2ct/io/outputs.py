@@ -344,14 +344,16 @@ def fsync(path: Path) -> None:
 
 @contextlib.contextmanager
 def _captured_stderr():
-    """Capture what C++ libraries print on the stderr file descriptor; yield a function returning it."""
+    """Capture what C++ libraries print on file descriptor 2 (whatever Python's sys.stderr is); yield a
+    function returning it."""
+    fd = 2
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # no real stderr (Slicer's Python console): nothing to hide
+        saved = os.dup(fd)
+    except OSError:  # no file descriptor 2 (some GUI processes): nothing to hide
         yield lambda: ""
         return
-    sys.stderr.flush()
-    saved = os.dup(fd)
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), fd)
         text = []
