@@ -213,6 +213,7 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.ui.reconstructButton.connect("clicked(bool)", self.onReconstruct)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.compareButton.connect("clicked(bool)", self.onCompare)
+        self.ui.stereoButton.connect("clicked(bool)", self.onStereo)
         self.ui.addViewButton.connect("clicked(bool)", self.onAddView)
         self.ui.removeViewButton.connect("clicked(bool)", self.onRemoveView)
         self.ui.moreViewsList.connect("currentRowChanged(int)", lambda row: self.updateButtons())
@@ -401,6 +402,8 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.ui.compareButton.enabled = not running and not compareProblems
         self.ui.compareButton.toolTip = "\n".join(compareProblems) or _(
             "Side-by-side layout with linked slice views, a difference volume and a metrics table.")
+        self.ui.stereoButton.enabled = not running and bool(self._parameterNode and
+                                                            self._parameterNode.reconstructedVolume)
         if not running:
             self.ui.statusLabel.text = "\n".join(problems) or self._message or _("Inputs are ready.")
 
@@ -588,6 +591,18 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             self._message = _("Compared {predicted} with {truth}: metrics in table {table}.").format(
                 predicted=parameters.reconstructedVolume.GetName(), truth=parameters.groundTruthVolume.GetName(),
                 table=table.GetName())
+            self.ui.statusLabel.text = self._message
+
+    def onStereo(self) -> None:
+        from X2CTReconstructionLib import novelviews
+
+        node = self._parameterNode.reconstructedVolume if self._parameterNode else None
+        if node is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not show the reconstruction in stereo."), waitCursor=True):
+            shown = novelviews.show_anaglyph(node)
+            self._message = _("Red-cyan stereo of {name} in {where} (red = left eye).").format(
+                name=node.GetName(), where=shown.GetName())
             self.ui.statusLabel.text = self._message
 
 

@@ -257,7 +257,7 @@ def make_widget(recon, scene, parameters=None):
         cancelButton=bag(enabled=False), compareButton=bag(enabled=False, toolTip=""),
         progressBar=bag(value=0, format="%p%"), statusLabel=bag(text=""), reprojectionLabel=bag(text=""),
         metricsTableView=_Table(), moreViewSelector=bag(node=None), moreViewAngleSpinBox=bag(value=180.0),
-        moreViewsList=_List(), removeViewButton=bag(enabled=False))
+        moreViewsList=_List(), removeViewButton=bag(enabled=False), stereoButton=bag(enabled=False))
     widget.ui.moreViewSelector.currentNode = lambda: widget.ui.moreViewSelector.node
     widget._timer = widget.makePollTimer()
     widget.fillChoices()
@@ -638,3 +638,16 @@ def test_a_sample_that_cannot_be_fetched_shows_why_and_adds_nothing(sample_data,
         fetch.wait(timeout=120)
     assert errors == [f"Could not load the X2CT sample 'X2CT chest radiograph\\n(real, PA)': {fetch.error}"]
     assert scene.GetNumberOfNodes() == before
+
+
+def test_stereo_button_shows_the_reconstruction_in_slicers_anaglyph_mode(recon, scene, tmp_path):
+    from X2CTReconstructionLib import outputs
+
+    widget = ready_widget(recon, scene, tmp_path)
+    assert not widget.ui.stereoButton.enabled
+    widget._parameterNode.reconstructedVolume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "predicted")
+    widget.updateGUIFromParameterNode()
+    assert widget.ui.stereoButton.enabled
+    widget.onStereo()
+    assert outputs.three_d_view(scene).GetStereoType() == slicer.vtkMRMLViewNode.Anaglyph
+    assert "Red-cyan stereo of predicted" in widget.ui.statusLabel.text
