@@ -4,7 +4,9 @@ Each case is reconstructed from the dataset's own views (made at the model's
 view size and angles, as in training) and scored on the model's output grid
 against the case's CT under the model's intensity protocol, with
 ``x2ct.metrics.evaluate`` (X2CT and honest conventions). No HU round trip:
-the numbers are those the trainer reports for its validation cases.
+the numbers are those the trainer reports for its validation cases. Over the
+whole set, density and coverage of the predictions against the cases' CTs
+(``x2ct.metrics.fidelity``, the code-diffusion paper's fidelity metrics).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import torch
 
 from x2ct.errors import InputError
 from x2ct.metrics import evaluate as score
+from x2ct.metrics.fidelity import DESCRIPTION as FIDELITY
+from x2ct.metrics.fidelity import Embedder, density_coverage
 
 
 def case_row(prediction: torch.Tensor, item: dict) -> dict[str, float]:
@@ -58,7 +62,8 @@ def evaluate_model(model, dataset, count: int | None = None, device: str = "cpu"
     total = len(dataset) if count is None else min(int(count), len(dataset))
     if total < 1:
         raise InputError("The dataset has no case in this split; choose another --split or more data.")
-    rows = []
+    rows, real, fake = [], [], []
+    embed = Embedder(device=device)
     for index in range(total):
         item = dataset[index]
         if "views" not in item:
@@ -66,7 +71,10 @@ def evaluate_model(model, dataset, count: int | None = None, device: str = "cpu"
         with torch.no_grad():
             prediction = network(item["views"][None].to(device), item["angles"][None].to(device))
         rows.append({"id": item["id"], **case_row(prediction[0, 0], item)})
+        real.append(embed(item["ct"][0]))
+        fake.append(embed(prediction[0, 0]))
         if progress is not None:
             progress(index + 1, total, item["id"])
     metrics = [{key: value for key, value in row.items() if key != "id"} for row in rows]
-    return {"model": loaded.id, "cases": rows, "mean": mean_row(metrics)}
+    fidelity = {**density_coverage(np.stack(real), np.stack(fake)), "about": FIDELITY}
+    return {"model": loaded.id, "cases": rows, "mean": mean_row(metrics), "fidelity": fidelity}

@@ -98,6 +98,10 @@ def run_model(args) -> int:
               f"{args.data or ''}".rstrip() + " (mean; scored on the model's output grid)")
         for name, value in result["mean"].items():
             print(f"  {name:32s} {_number(name, value)}")
+        fidelity = result["fidelity"]
+        print(f"  {'fidelity.density':32s} {_number('density', fidelity['density'])}")
+        print(f"  {'fidelity.coverage':32s} {_number('coverage', fidelity['coverage'])}")
+        print(f"  ({fidelity['about']}; {fidelity['real']} real, {fidelity['fake']} predicted, k = {fidelity['k']})")
     return 0
 
 
