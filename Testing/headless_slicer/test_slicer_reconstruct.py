@@ -87,7 +87,9 @@ def test_xray_nodes_become_a_ct_node_with_geometry_provenance_and_study(scene, p
     views = json.loads(node.GetAttribute(outputs.VIEWS))
     assert [(v["node"], v["view"]) for v in views] == [("phantom frontal", "frontal"), ("phantom lateral", "lateral")]
     software = json.loads(node.GetAttribute(outputs.SOFTWARE))
-    assert software["x2ct"] and software["torch"] != "not installed"
+    import x2ct
+
+    assert software["x2ct"] == x2ct.__version__ and software["torch"] != "not installed"  # no metadata in Slicer
     assert any("device" in note for note in json.loads(node.GetAttribute(outputs.NOTES)))
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == study_id

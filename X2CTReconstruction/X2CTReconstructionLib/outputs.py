@@ -84,9 +84,15 @@ def fill_volume_node(node, volume: Volume) -> None:
 
 
 def software_versions() -> dict:
-    """Versions of the packages that made the output (read from their metadata, nothing imported)."""
-    versions = {}
-    for package in ("x2ct", "torch", "monai", "numpy"):
+    """Versions of the packages that made the output (x2ct's own; the others from their metadata, not imported).
+
+    x2ct is installed into Slicer as files beside the modules, with no package metadata, so its version is
+    ``x2ct.__version__``.
+    """
+    import x2ct
+
+    versions = {"x2ct": x2ct.__version__}
+    for package in ("torch", "monai", "numpy"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
