@@ -37,7 +37,7 @@ def test_bad_field_is_named(data, field):
 
 def test_yaml_scientific_notation_and_missing_file(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("method: henzler\ntrain:\n  lr: 1e-5\n")
+    path.write_text("method: henzler\nloss:\n  mse: 1.0\ntrain:\n  lr: 1e-5\n")
     assert config.load(path).train.lr == 1e-5
     with pytest.raises(InputError, match="No config file"):
         config.load(tmp_path / "missing.yaml")

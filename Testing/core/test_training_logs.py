@@ -70,7 +70,7 @@ def test_summary_names_steps_time_speed_best_and_paths(tmp_path):
 
 
 def test_without_tensorboard_a_note_is_given_once_and_csv_goes_on(tmp_path, monkeypatch):
-    monkeypatch.setattr(progress_module, "_writer", lambda folder: None)
+    monkeypatch.setattr(progress_module, "_writer", lambda folder, purge_step=None: None)
     stream = io.StringIO()
     summary = train(tiny(), tmp_path, progress="json", datasets=(Pairs(3), Pairs(1)), stream=stream)
     events = [json.loads(line) for line in stream.getvalue().splitlines()]

@@ -167,7 +167,7 @@ def test_config_data_kind_and_base_config(logic, tmp_path):
     with pytest.raises(InputError, match="already holds a training run"):
         (tmp_path / "b" / "latest.json").write_text('{"step": 2, "folder": "checkpoints/step-0000002"}')
         (tmp_path / "b" / "checkpoints" / "step-0000002").mkdir(parents=True)
-        (tmp_path / "b" / "checkpoints" / "step-0000002" / "state.pt").write_bytes(b"")
+        (tmp_path / "b" / "checkpoints" / "step-0000002" / "state.safetensors").write_bytes(b"")
         logic.writeConfig(cts, "henzler", "tiny", 9, tmp_path / "b")
     from x2ct.training.config import load
 

@@ -20,6 +20,8 @@ def register(subparsers) -> None:
                         help="YAML config file, or a shipped config name (x2ct/training/configs/<name>.yaml)")
     parser.add_argument("--out", type=Path, required=True, help="output folder of the run")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete the run already in --out (checkpoints, model, logs) and start again")
     parser.add_argument("--steps", type=int, help="override train.steps")
     parser.add_argument("--progress", choices=("line", "json", "none"), default="line",
                         help="terminal line with ETA (default), JSON lines on stdout, or nothing")
@@ -29,7 +31,8 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from x2ct.training import load, train
 
-    summary = train(load(args.config), args.out, resume=args.resume, steps=args.steps, progress=args.progress)
+    summary = train(load(args.config), args.out, resume=args.resume, steps=args.steps, progress=args.progress,
+                    overwrite=args.overwrite)
     if args.progress != "json" and os.environ.get("RANK", "0") == "0":
         print(json.dumps(summary, indent=2, default=float))
     return 0

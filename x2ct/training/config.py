@@ -14,8 +14,6 @@ import typing
 from pathlib import Path
 from typing import Optional
 
-import yaml
-
 from x2ct.datasources import DATA_KINDS
 from x2ct.errors import InputError
 
@@ -165,43 +163,134 @@ def _build(cls, data, prefix: str):
     return cls(**values)
 
 
+#: Allowed values of the numeric fields, as intervals ("(0, 1]": 0 excluded, 1 included); null passes where
+#: the field is optional. Bounds are generous for real runs and refuse what would crash or never end.
+RANGES = {
+    "data.train_count": "[1, 1e7]", "data.validation_count": "[1, 1e7]",
+    "augment.contrast": "[0, 1)", "augment.rotation_deg": "[0, 180]", "augment.rotation_p": "[0, 1]",
+    "augment.flip_p": "[0, 1]", "augment.film_p": "[0, 1]",
+    "loss.mse": "[0, 1e6]", "loss.l1": "[0, 1e6]", "loss.lung_mse": "[0, 1e6]", "loss.lung_l1": "[0, 1e6]",
+    "loss.projection": "[0, 1e6]", "loss.adversarial": "[0, 1e6]", "loss.ot_cost": "[0, 1e6]",
+    "loss.ot_critic": "[0, 1e6]",
+    "train.steps": "[1, 1e7]", "train.batch_size": "[1, 1024]", "train.accumulate": "[1, 1024]",
+    "train.lr": "(0, 1]", "train.eps": "(0, 1)", "train.weight_decay": "[0, 1]", "train.critic_lr": "(0, 1]",
+    "train.generator_steps_per_critic_step": "[1, 1000]", "train.decay_start": "[0, 1e7]",
+    "train.step_every": "[0, 1e7]", "train.step_gamma": "(0, 1]", "train.warmup": "[0, 1e7]",
+    "train.stage1_steps": "[0, 1e7]", "train.ema": "(0, 1)", "train.seed": "[0, 4294967295]",
+    "train.max_bad_steps": "[1, 1000]",
+    "evaluate.every": "[1, 1e7]", "evaluate.cases": "[1, 10000]", "checkpoint.every": "[1, 1e7]",
+}
+#: Model and critic overrides: the largest number anywhere in a value, by key (sizes allocate cubically).
+OVERRIDE_LIMITS = {"volume_size": 512, "view_size": 1024}
+OVERRIDE_LIMIT = 8192
+MAX_VIEWS = 16
+
+
+def inside(value, interval: str) -> bool:
+    """Whether the number ``value`` lies in ``interval`` ("[0, 1)"); NaN never does."""
+    low, high = (float(bound) for bound in interval[1:-1].split(","))
+    above = value > low if interval[0] == "(" else value >= low
+    below = value < high if interval[-1] == ")" else value <= high
+    return bool(above and below)
+
+
+def _field(config: Config, name: str):
+    section, key = name.split(".")
+    return getattr(getattr(config, section), key)
+
+
+def _kind(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return type(value).__name__
+    return {int: "number", float: "number", str: "text", list: "list", tuple: "list", dict: "mapping"}.get(
+        type(value), type(value).__name__)
+
+
+def _override_problem(value, limit: int, depth: int = 0) -> str | None:
+    """Why an override value cannot be a builder argument, or None."""
+    if isinstance(value, (list, tuple, dict)) and (len(value) > 16 or depth > 3):
+        return "too large a list or mapping"
+    if isinstance(value, dict):
+        return next((p for v in value.values() if (p := _override_problem(v, limit, depth + 1))), None)
+    if isinstance(value, (list, tuple)):
+        return next((p for v in value if (p := _override_problem(v, limit, depth + 1))), None)
+    if isinstance(value, str) and len(value) > 64:
+        return "too long a text"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not inside(value, f"[0, {limit}]"):
+        return f"numbers must be in [0, {limit}]"
+    return None
+
+
+def _check_overrides(config: Config) -> None:
+    """``model:`` and ``critic:`` may only set the builder arguments of the method's presets, with sane values."""
+    from x2ct.models import registry
+
+    entry = registry.entry(config.method)
+    for section, presets in (("model", entry.presets), ("critic", entry.critic_presets or {})):
+        overrides = getattr(config, section)
+        if overrides and not presets:
+            raise InputError(f"Config section critic: {config.method} has no critic; remove the section.")
+        allowed = sorted({key for preset in presets.values() for key in preset})
+        for key, value in overrides.items():
+            if key not in allowed:
+                raise InputError(f"Unknown config field {section}.{str(key)[:80]}; {config.method} accepts "
+                                 f"{', '.join(allowed)}.")
+            kinds = sorted({_kind(preset[key]) for preset in presets.values() if key in preset})
+            if _kind(value) not in kinds:
+                raise InputError(f"Config field {section}.{key} must be a {' or '.join(kinds)} like the presets', "
+                                 f"got {str(value)[:80]!r}.")
+            problem = _override_problem(value, OVERRIDE_LIMITS.get(key, OVERRIDE_LIMIT))
+            if problem:
+                raise InputError(f"Config field {section}.{key}: {problem}.")
+
+
 def _check(config: Config) -> None:
     """Value checks the types cannot express."""
     from x2ct.data.protocol import PROTOCOLS
     from x2ct.models import registry
 
     t = config.train
+    angles = config.data.angles
     problems = {
         "method": None if config.method in registry.names() else f"unknown model; known: {', '.join(registry.names())}",
         "preset": None if config.preset in registry.PRESETS else f"choose one of {', '.join(registry.PRESETS)}",
         "data.kind": None if config.data.kind in DATA_KINDS else f"choose one of {', '.join(DATA_KINDS)}",
         "data.source": ("needed for this data kind" if config.data.kind != "simulated" and not config.data.source
-                        else None),
+                        else "too long (over 4096 characters)" if len(config.data.source or "") > 4096 else None),
         "data.protocol": None if config.data.protocol in PROTOCOLS else f"choose one of {', '.join(PROTOCOLS)}",
-        "data.angles": None if config.data.angles else "give at least one view angle",
-        "train.steps": None if t.steps >= 1 else "must be >= 1",
-        "train.batch_size": None if t.batch_size >= 1 else "must be >= 1",
-        "train.accumulate": None if t.accumulate >= 1 else "must be >= 1",
+        "data.angles": (None if 1 <= len(angles) <= MAX_VIEWS and all(inside(a, "[-360, 360]") for a in angles)
+                        else f"give 1 to {MAX_VIEWS} view angles in [-360, 360] degrees"),
         "train.optimizer": None if t.optimizer in ("adam", "adamw") else "choose adam or adamw",
-        "train.lr": None if t.lr > 0 else "must be > 0",
-        "train.betas": None if len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas) else "two numbers in [0, 1)",
+        "train.betas": None if len(t.betas) == 2 and all(inside(b, "[0, 1)") for b in t.betas) else "two numbers in [0, 1)",
         "train.lr_schedule": None if t.lr_schedule in LR_SCHEDULES else f"choose one of {', '.join(LR_SCHEDULES)}",
-        "train.generator_steps_per_critic_step": None if t.generator_steps_per_critic_step >= 1 else "must be >= 1",
-        "train.ema": None if t.ema is None or 0 < t.ema < 1 else "must be in (0, 1) or null",
-        "train.max_bad_steps": None if t.max_bad_steps >= 1 else "must be >= 1",
         "train.device": None if t.device in ("auto", "cpu", "cuda") else "choose auto, cpu or cuda",
         "loss.adversarial_kind": None if config.loss.adversarial_kind in ("lsgan", "bce") else "choose lsgan or bce",
-        "evaluate.every": None if config.evaluate.every >= 1 else "must be >= 1",
-        "evaluate.cases": None if config.evaluate.cases >= 1 else "must be >= 1",
-        "checkpoint.every": None if config.checkpoint.every >= 1 else "must be >= 1",
-        "augment.rotation_p": None if 0 <= config.augment.rotation_p <= 1 else "must be in [0, 1]",
-        "augment.flip_p": None if 0 <= config.augment.flip_p <= 1 else "must be in [0, 1]",
-        "augment.film_p": None if 0 <= config.augment.film_p <= 1 else "must be in [0, 1]",
-        "augment.contrast": None if 0 <= config.augment.contrast < 1 else "must be in [0, 1)",
+        "evaluate.best_metric": None if 0 < len(config.evaluate.best_metric) <= 200 else "give a metric name",
     }
+    for name, interval in RANGES.items():
+        value = _field(config, name)
+        if value is not None and not inside(value, interval):
+            problems[name] = f"{str(value)[:40]} is out of range; it must be in {interval}"
     for name, problem in problems.items():
         if problem:
             raise InputError(f"Config field {name}: {problem}.")
+    _check_overrides(config)
+    _check_loss_weights(config)
+
+
+#: The loss weights the supervised and GAN schedules read (schedules.supervised_terms).
+SUPERVISED_WEIGHTS = ("mse", "l1", "lung_mse", "lung_l1", "projection")
+
+
+def _check_loss_weights(config: Config) -> None:
+    """A supervised or GAN method with every weight it reads at 0 would have no loss to train on."""
+    from x2ct.training.schedules import family
+
+    kind = family(config.method)
+    read = SUPERVISED_WEIGHTS + (("adversarial",) if kind == "gan" else ())
+    if kind in ("supervised", "gan") and not any(getattr(config.loss, name) for name in read):
+        raise InputError(f"Config section loss: every weight {config.method} trains on is 0; set at least one of "
+                         f"{', '.join(f'loss.{name}' for name in read)}.")
 
 
 def from_dict(data: dict) -> Config:
@@ -213,18 +302,20 @@ def from_dict(data: dict) -> Config:
 
 def load(path_or_name: str | Path) -> Config:
     """Read a YAML file, or a shipped config by name (``x2ct-gan-tiny``)."""
+    from x2ct.training import yamlfile
+
     path = Path(path_or_name)
-    if not path.is_file():
+    if not path.exists():
         shipped = CONFIG_FOLDER / f"{path_or_name}.yaml"
         if not shipped.is_file():
             names = ", ".join(shipped_names())
             raise InputError(f"No config file {path}; give a YAML file or a shipped config ({names}).")
         path = shipped
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise InputError(f"{path} is not valid YAML ({str(error).splitlines()[0]}).") from None
-    return from_dict(data or {})
+        return from_dict(yamlfile.read(path) or {})
+    except InputError as error:
+        message = str(error)
+        raise InputError(message if str(path) in message else f"{path}: {message}") from None
 
 
 def shipped_names() -> list[str]:

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+LOG = "log.csv"
 TENSORBOARD = "tensorboard"
 
 
@@ -16,13 +17,40 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def _writer(folder: Path):
-    """A TensorBoard SummaryWriter, or None when the tensorboard package is not installed."""
+def _writer(folder: Path, purge_step: int | None = None):
+    """A TensorBoard SummaryWriter, or None when the tensorboard package is not installed.
+
+    ``purge_step`` (a resumed run's first new step) hides the events a killed
+    run wrote from that step on, so replayed steps are not shown twice.
+    """
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
-    return SummaryWriter(log_dir=str(folder))
+    return SummaryWriter(log_dir=str(folder), purge_step=purge_step)
+
+
+def _header(path: Path) -> list[str]:
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.readline().strip().split(",")
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Keep the header and the rows up to ``step`` of a resumed run's log.csv (atomically), so replayed
+    steps are not logged twice; a row cut short by a kill ends the kept part."""
+    from x2ct.io.outputs import write_text
+
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+    kept = lines[:1] if lines and lines[0].endswith("\n") else []
+    for line in lines[1:]:
+        first = line.split(",", 1)[0]
+        if not line.endswith("\n") or not first.isdigit() or int(first) > step:
+            break
+        kept.append(line)
+    if kept != lines:
+        write_text(path, "".join(kept))
 
 
 class Progress:
@@ -41,10 +69,10 @@ class Progress:
         self.total, self.start, self.mode, self.files = total, start, mode, files
         self.stream = stream or (sys.stdout if mode == "json" else sys.stderr)
         self.began = time.monotonic()
-        self.csv_path = out / "log.csv"
+        self.csv_path = out / LOG
         self.tensorboard_path = out / TENSORBOARD
         self.columns: list[str] | None = None
-        self.writer = _writer(self.tensorboard_path) if files else None
+        self.writer = _writer(self.tensorboard_path, start + 1 if start else None) if files else None
         self.tensorboard = self.writer is not None
         if files and self.writer is None:
             self.event("note", text="tensorboard is not installed, so there are no TensorBoard logs; log.csv is "
@@ -96,9 +124,9 @@ class Progress:
             self.writer.flush()
 
     def _csv(self, row: dict) -> None:
-        new = not self.csv_path.is_file()
-        if self.columns is None:
-            self.columns = list(row)
+        new = not self.csv_path.is_file() or self.csv_path.stat().st_size == 0
+        if self.columns is None:  # a resumed run keeps the columns of its log
+            self.columns = list(row) if new else _header(self.csv_path)
         with open(self.csv_path, "a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore")
             if new:

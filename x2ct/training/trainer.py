@@ -24,20 +24,24 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
+import shutil
 import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from x2ct.errors import InputError, X2CTError
 from x2ct.evaluation import case_row, mean_row
 from x2ct.models import build, build_critic
-from x2ct.modelfile import save_model
 from x2ct.training import checkpoint, data, distributed, schedules
 from x2ct.training.augment import augment, check_flip_angles
-from x2ct.training.config import Config, from_dict
-from x2ct.training.progress import Progress
+from x2ct.training.config import RANGES, Config, from_dict, inside
+from x2ct.training.progress import LOG, TENSORBOARD, Progress, truncate_log
+
+CONFIG = "config.yaml"
+#: What a run leaves in its folder (besides config.yaml): a new run refuses a folder holding any of them.
+RUN_FILES = (checkpoint.LATEST, checkpoint.BEST, "checkpoints", checkpoint.FINAL, LOG, TENSORBOARD)
 
 
 def _seed(seed: int, position: int) -> int:
@@ -88,6 +92,23 @@ def _device(config: Config, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank) if kind == "cuda" else torch.device("cpu")
 
 
+def _saved_config(out: Path) -> dict | None:
+    """The run's config.yaml as a full, validated mapping (defaults filled in), or None when there is none."""
+    from x2ct.training import yamlfile
+
+    path = out / CONFIG
+    if not os.path.lexists(path):
+        return None
+    try:
+        return from_dict(yamlfile.read(path) or {}).to_dict()
+    except InputError as error:
+        raise InputError(f"The run's {path} is not usable ({str(error).rstrip('.')}).") from None
+
+
+def _without_steps(config: dict) -> dict:
+    return {**config, "train": {k: v for k, v in config["train"].items() if k != "steps"}}
+
+
 def _check_resumable(saved: dict, config: Config) -> None:
     current = config.to_dict()
     for section in sorted(set(saved) | set(current)):
@@ -102,16 +123,38 @@ def _check_resumable(saved: dict, config: Config) -> None:
             raise InputError(f"--resume with a different config: {section} was {a!r}, now {b!r}.")
 
 
+def _built(builder, config: Config, overrides: dict, section: str):
+    """``builder(method, preset, **overrides)``; overrides that do not fit together are named, not a traceback."""
+    if not overrides:
+        return builder(config.method, config.preset)
+    try:
+        return builder(config.method, config.preset, **overrides)
+    except (TypeError, ValueError, RuntimeError, IndexError, KeyError, AssertionError, ZeroDivisionError) as error:
+        if isinstance(error, X2CTError):
+            raise
+        first = " ".join(str(error).split())[:200] or type(error).__name__
+        raise InputError(f"Config section {section}: these values do not build {config.method} ({config.preset}): "
+                         f"{first}; check them against the preset's.") from None
+
+
 class Trainer:
+    """One run in one folder. ``resume`` continues its last checkpoint; ``overwrite`` replaces a run found there.
+
+    Every check that can refuse the run (the folder, its pointers and state,
+    the config) is done before anything in the folder is changed.
+    """
+
     def __init__(self, config: Config, out, progress: str = "line", datasets: tuple | None = None, stream=None,
-                 group: distributed.Group | None = None):
+                 group: distributed.Group | None = None, resume: bool = False, overwrite: bool = False):
         self.config, self.out = config, Path(out)
+        self.resume, self.overwrite = resume, overwrite
         self.group = group or distributed.Group()
         t = config.train
         self.shard = distributed.plan(t.batch_size, t.accumulate, self.group.world)
-        problem = None
+        problem, self.resumed = None, None
         if self.group.main:
             try:
+                self.resumed = self._preflight()
                 check_writable(self.out)
             except InputError as error:
                 problem = str(error)
@@ -124,7 +167,7 @@ class Trainer:
             data.check_source(config.data)
         self.device = _device(config, self.group.local_rank)
         torch.manual_seed(t.seed)
-        self.model = build(config.method, config.preset, **config.model)
+        self.model = _built(build, config, config.model, "model")
         if self.shard.split == "batch" and self.device.type == "cuda":  # BatchNorm statistics over the global batch
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device).train()
@@ -132,7 +175,7 @@ class Trainer:
         self.schedule = schedules.make(self.model, None, config)
         self.critic = None
         if self.schedule.has_critic:
-            self.critic = build_critic(config.method, config.preset, **config.critic).to(self.device).train()
+            self.critic = _built(build_critic, config, config.critic, "critic").to(self.device).train()
             self.group.broadcast_parameters(self.critic)
             self.schedule.critic = self.critic
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if t.ema else None
@@ -145,13 +188,85 @@ class Trainer:
             self.optimizers["critic"] = _optimizer(self.critic.parameters(), config, t.critic_lr or t.lr)
         self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, lr_factor(config)) for k, o in self.optimizers.items()}
         self.sampler = data.Sampler(len(self.train_set), t.seed)
-        self.step, self.bad_steps, self.best = 0, 0, -math.inf
+        self.step, self.bad_steps, self.best, self.metrics = 0, 0, -math.inf, {}
         self.progress_mode, self.stream = progress, stream
+
+    # --- the run folder ----------------------------------------------------------------------------------------
+
+    def _preflight(self) -> dict | None:
+        """Refuse what cannot run in ``out`` (reading only); return the state to resume from, if any."""
+        out, config = self.out, self.config
+        if self.resume and self.overwrite:
+            raise InputError("--resume continues the run in --out and --overwrite replaces it; pass only one.")
+        if not self.resume:
+            found = self._run_files()
+            if found and not self.overwrite:
+                raise InputError(self._occupied(found))
+            return None
+        if not os.path.lexists(out / checkpoint.LATEST):
+            more = (" (its files are from a run that stopped before its first checkpoint: add --overwrite)"
+                    if self._run_files() else "")
+            raise InputError(f"Nothing to resume: {out} holds no checkpoint ({checkpoint.LATEST} is missing); drop "
+                             f"--resume to start a new run there{more}.")
+        saved = _saved_config(out)
+        if saved is not None:
+            _check_resumable(saved, config)
+        checkpoint.read_pointer(out, checkpoint.BEST)  # damaged: refused now, not after training
+        return checkpoint.latest(out)[1]
+
+    def _run_files(self) -> list[str]:
+        """Files of an earlier run in ``out``: RUN_FILES, and a config.yaml other than this run's."""
+        out = self.out
+        found = [name for name in RUN_FILES if os.path.lexists(out / name)]
+        if os.path.lexists(out / CONFIG):
+            try:
+                same = _without_steps(_saved_config(out)) == _without_steps(self.config.to_dict())
+            except InputError:
+                same = False
+            if not same:
+                found.append(CONFIG)
+        return found
+
+    def _occupied(self, found: list[str]) -> str:
+        out, names = self.out, ", ".join(found)
+        if checkpoint.LATEST in found:
+            return (f"{out} already holds a training run ({names}); pass --resume to continue it from its last "
+                    "checkpoint, or --overwrite to delete it and start again, or choose another --out.")
+        return (f"{out} holds the files of an earlier run that has no checkpoint to resume ({names}); pass "
+                "--overwrite to delete them and start again, or choose another --out.")
+
+    def _prepare_folder(self) -> None:
+        """After every check passed: clear a replaced run, write config.yaml if it changed, cut the replayed log."""
+        out = self.out
+        if self.overwrite:
+            for name in RUN_FILES:
+                path = out / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                elif os.path.lexists(path):
+                    path.unlink()
+        self._write_config()
+        if self.resume:
+            truncate_log(out / LOG, self.step)
+
+    def _write_config(self) -> None:
+        """config.yaml, atomically, and only when it differs from the file already there."""
+        import yaml
+
+        from x2ct.io.outputs import write_text
+
+        path, current = self.out / CONFIG, self.config.to_dict()
+        try:
+            if _saved_config(self.out) == current:
+                return
+        except InputError:
+            pass  # unreadable: replaced (a new run was allowed to, a resumed one checked it first)
+        write_text(path, yaml.safe_dump(current, sort_keys=False))
 
     # --- checkpoints -------------------------------------------------------------------------------------------
 
     def state(self) -> dict:
-        state = {"step": self.step, "bad_steps": self.bad_steps, "best": self.best,
+        state = {"step": self.step, "bad_steps": self.bad_steps, "best": self.best, "metrics": self.metrics,
                  "sampler_position": self.sampler.position, "model": self.model.state_dict(),
                  "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                  "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
@@ -165,8 +280,21 @@ class Trainer:
         return state
 
     def load_state(self, state: dict) -> None:
+        """Continue from a checkpoint's state; one that does not fit this run raises one InputError line."""
+        try:
+            self._load_state(state)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as error:
+            first = " ".join(str(error).split())[:200] or type(error).__name__
+            raise InputError(f"The last checkpoint in {self.out} does not fit this run ({type(error).__name__}: "
+                             f"{first}); resume with the run's own config.yaml, or start a new run in another "
+                             "--out.") from None
+
+    def _load_state(self, state: dict) -> None:
         self.step, self.bad_steps, self.best = int(state["step"]), int(state["bad_steps"]), float(state["best"])
+        self.metrics = {str(k): float(v) for k, v in state.get("metrics", {}).items()}
         self.sampler.position = int(state["sampler_position"])
+        if not (inside(self.step, RANGES["train.steps"]) or self.step == 0) or self.sampler.position < 0:
+            raise ValueError(f"step {self.step} or sampler position {self.sampler.position} is out of range")
         self.model.load_state_dict(state["model"])
         for key, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][key])
@@ -297,37 +425,18 @@ class Trainer:
         model.train(was_training)
         return mean_row(rows)
 
-    def save(self, metrics: dict | None = None) -> Path:
-        folder = checkpoint.save(self.out, self.step, self.saved_model, self.state(), self.card(metrics))
-        return folder
+    def save(self) -> Path:
+        return checkpoint.save(self.out, self.step, self.saved_model, self.state(), self.card(self.metrics))
 
-    def _resume_state(self, resume: bool) -> dict | None:
-        """The last checkpoint's state (read by rank 0, sent to all), after checking it may be continued."""
-        c, out, problem, state = self.config, self.out, None, None
-        if self.group.main:
-            saved_config = out / "config.yaml"
-            try:
-                found = checkpoint.latest(out) if checkpoint.read_pointer(out, checkpoint.LATEST) else None
-                if found and not resume:
-                    raise InputError(f"{out} already holds a training run; pass --resume to continue it or choose "
-                                     "another --out.")
-                if resume and saved_config.is_file():
-                    _check_resumable(yaml.safe_load(saved_config.read_text()), c)
-                state = found[1] if found else None
-                saved_config.write_text(yaml.safe_dump(c.to_dict(), sort_keys=False))
-            except InputError as error:
-                problem = str(error)
-        problem, state = self.group.broadcast((problem, state))
-        if problem:
-            raise InputError(problem)
-        return state
-
-    def run(self, resume: bool = False) -> dict:
+    def run(self) -> dict:
         """Train to ``train.steps``; return the final summary (on every process; only rank 0 writes)."""
         c, out, main = self.config, self.out, self.group.main
-        state = self._resume_state(resume)
+        state = self.group.broadcast(self.resumed)
+        self.resumed = None
         if state is not None:
             self.load_state(state)
+        if main:
+            self._prepare_folder()
         first_step, began = self.step, time.monotonic()
         progress = Progress(out, c.train.steps, self.step, self.progress_mode if main else "none", self.stream,
                             files=main)
@@ -335,9 +444,9 @@ class Trainer:
                        device=str(self.device), processes=self.group.world)
         try:
             metrics = self._loop(progress)
-            final = out / "model"
+            final = out / checkpoint.FINAL
             if main:
-                save_model(self.saved_model, final, self.card(metrics))
+                checkpoint.save_final(out, self.saved_model, self.card(metrics))
         finally:
             progress.close()
         seconds = time.monotonic() - began
@@ -355,7 +464,6 @@ class Trainer:
     def _loop(self, progress: Progress) -> dict:
         """Steps until ``train.steps``; rank 0 evaluates and writes checkpoints. Returns the last metrics."""
         c, out, main = self.config, self.out, self.group.main
-        metrics: dict = {}
         while self.step < c.train.steps:
             logs = self.train_step()
             if logs is None:
@@ -371,22 +479,25 @@ class Trainer:
             progress.update(self.step, logs)
             done = self.step == c.train.steps
             if main and (self.step % c.evaluate.every == 0 or done):
-                metrics = self.evaluate()
-                progress.evaluation(self.step, metrics)
+                self.metrics = self.evaluate()
+                progress.evaluation(self.step, self.metrics)
             if main and (self.step % c.checkpoint.every == 0 or done):
-                value = metrics.get(c.evaluate.best_metric, -math.inf) if metrics else -math.inf
-                improved = value > self.best
+                value = self.metrics.get(c.evaluate.best_metric, -math.inf)
+                improved = math.isfinite(value) and value > self.best
                 self.best = max(self.best, value)
-                folder = self.save(metrics)
+                folder = self.save()
                 if improved:
                     checkpoint.mark_best(out, self.step, folder, c.evaluate.best_metric, value)
                 checkpoint.prune(out)
-        return metrics
+        return self.metrics
 
 
 def train(config: Config | dict, out, resume: bool = False, steps: int | None = None, progress: str = "line",
-          datasets: tuple | None = None, stream=None) -> dict:
+          datasets: tuple | None = None, stream=None, overwrite: bool = False) -> dict:
     """Train ``config`` (a Config or a mapping) into ``out``; ``steps`` overrides ``train.steps``.
+
+    ``out`` must not hold another run unless ``resume`` (continue it) or
+    ``overwrite`` (delete it first, once every check has passed).
 
     Under torchrun (WORLD_SIZE > 1 in the environment) this process joins the
     run's process group and trains its share of every global batch.
@@ -394,12 +505,12 @@ def train(config: Config | dict, out, resume: bool = False, steps: int | None = 
     if isinstance(config, dict):
         config = from_dict(config)
     if steps is not None:
-        if steps < 1:
-            raise InputError(f"--steps must be >= 1, got {steps}.")
+        if not inside(steps, RANGES["train.steps"]):
+            raise InputError(f"--steps must be in {RANGES['train.steps']}, got {steps}.")
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=steps))
     group = distributed.Group.from_env(_device(config).type)
     try:
-        summary = Trainer(config, out, progress, datasets, stream, group).run(resume)
+        summary = Trainer(config, out, progress, datasets, stream, group, resume, overwrite).run()
     except BaseException:
         group.close(wait=False)
         raise
