@@ -60,7 +60,10 @@ TRAINING_DATA = ("LIDC-IDRI: the authors' split of 916 training CTs (102 test CT
 INPUT_PROTOCOL = ("X2CT DRR normalisation: raw line integrals (no exponential), each image divided by its own "
                   "maximum, x255, resized to 128x128, /255 (x2ct protocol 'x2ct'); frontal PA at 0 degrees and "
                   "left lateral at 90 degrees; output [0,1] = clip(HU + 1024, 0, 2500) / 2500 on a 128^3 grid "
-                  "(docs: methods.md, common data protocol). Real radiographs are outside this protocol.")
+                  "(docs: methods.md, common data protocol). Real radiographs are outside this protocol. Their "
+                  "network, like ours, lifts image column j onto CT column j for both views; that their LIDC DRRs "
+                  "(PA flipped left-right by their CT2XRAY code) share our display orientation is assumed, not "
+                  "checked (no LIDC data here).")
 PUBLISHED = "26.19 dB PSNR, 0.656 SSIM on the LIDC-IDRI test split, X2CT convention (reported in the paper, two views)"
 
 
@@ -263,17 +266,22 @@ def _to_ct(tensor: torch.Tensor, permute, begin: int) -> torch.Tensor:
     return cube.permute(0, *[a - 1 for a in axes], *range(4, cube.ndim)).reshape(tensor.shape).contiguous()
 
 
-def import_published(path, n_views: int = 2, model_id: str | None = None, overwrite: bool = False):
-    """Import an authors' checkpoint as a catalog model (safetensors + card); return its catalog entry."""
+def import_published(path, n_views: int | None = None, model_id: str | None = None, overwrite: bool = False):
+    """Import an authors' checkpoint as a catalog model (safetensors + card); return its catalog entry.
+
+    ``n_views`` None: two views when the file has the two-view network's ``view1Model.`` keys, else one.
+    """
     from x2ct import catalog
     from x2ct.checksum import sha256_file
     from x2ct.modelfile import save_model
     from x2ct.models import build
 
-    if n_views not in CHECKPOINTS:
+    if n_views is not None and n_views not in CHECKPOINTS:
         raise InputError(f"--views must be 1 or 2 (the authors released one-view and two-view generators), "
                          f"got {n_views}.")
     state = load_checkpoint(path)
+    if n_views is None:
+        n_views = 2 if any(key.startswith("view1Model.") for key in state) else 1
     model = build("x2ct-gan", "paper", n_views=n_views)
     model.load_state_dict(convert(state, n_views, model), strict=True)
     rules = authors_layout(n_views, model)

@@ -97,7 +97,7 @@ def test_paper_checkpoint_imports_through_the_catalog(tmp_path, models_env):
     state = _authors_state(2)
     path = tmp_path / "90_net_G.pth"
     torch.save({"iters": 1, "epoch": 90, "state_dict": state, "lr": 2e-4}, path)
-    entry = import_published(path, 2)
+    entry = import_published(path)  # two views, read from the keys
     assert entry.id == "x2ct-gan-lidc-2v" and entry.source == "user"
     card = read_card(entry.folder)
     assert "kylekma/X2CT" in card["source"] and "checkpoint 90" in card["source"]
@@ -168,8 +168,11 @@ def test_bad_checkpoint_files_are_refused(tmp_path, models_env, capsys):
         load_checkpoint(garbage)
     small = tmp_path / "small.pth"
     torch.save({"state_dict": {"decoder_layer.0.bias": torch.zeros(1)}}, small)
-    assert main(["catalog", "import-published", "x2ct-gan", str(small), "--views", "1"]) == 2
-    assert "lacks" in capsys.readouterr().err and not models_env.exists()
+    assert main(["catalog", "import-published", "x2ct-gan", str(small)]) == 2  # one view, read from the keys
+    err = capsys.readouterr().err
+    assert "lacks" in err and "1-view" in err
+    assert main(["catalog", "import-published", "x2ct-gan", str(small), "--views", "2"]) == 2
+    assert "2-view" in capsys.readouterr().err and not models_env.exists()
     module = tmp_path / "module.pth"
     torch.save({"module.decoder_layer.0.bias": torch.zeros(1)}, module)
     assert list(load_checkpoint(module)) == ["decoder_layer.0.bias"]

@@ -19,7 +19,8 @@ def register(subparsers) -> None:
                                                             "unpickling code) as a user model")
     published.add_argument("method", choices=["x2ct-gan"], help="whose weights: x2ct-gan (kylekma/X2CT)")
     published.add_argument("file", help="the authors' checkpoint (90_net_G.pth two-view, 30_net_G.pth one-view)")
-    published.add_argument("--views", type=int, choices=[1, 2], default=2, help="views of that generator")
+    published.add_argument("--views", type=int, choices=[1, 2], default=None,
+                           help="views of that generator (default: read from the file's keys)")
     published.add_argument("--id", default=None, help="id to give it (default: x2ct-gan-lidc-<views>v)")
     published.add_argument("--overwrite", action="store_true", help="replace a user model with the same id")
     parser.set_defaults(func=run)
