@@ -61,3 +61,18 @@ def test_quick_run_scores_baselines_and_a_shipped_model(tmp_path, monkeypatch):
     for label in ("back-projection (built-in), 1 view", "back-projection (fitted), 2 views", "mean-ct"):
         assert f"| {label}" in text
     assert "dB honest PSNR" in text and "n/a | n/a | n/a" not in text
+
+
+def test_density_and_coverage_come_from_the_scores_embeddings():
+    run = _run("m, 2 views", 2, name="code-diffusion")
+    result = _result([(run, 20.0, 0.9)])
+    cases = {f"sim-{20000 + i}": {**result["rows"]["m, 2 views"]["sim-20000"], "embedding": [float(i), 0.0],
+                                  "embedding_truth": [float(i), 0.5]} for i in range(4)}
+    result["rows"]["m, 2 views"], result["cases"] = cases, list(cases)
+    fidelity = quality.summarise(result)["m, 2 views"]["fidelity"]
+    # reals (i, 0.5), fakes (i, 0), k = 3: radii 3, 2, 2, 3; each real's ball holds 3 of the 4 fakes (the one
+    # 3 columns away is at sqrt(9.25) > 3, the one 2 away from the middle reals at sqrt(4.25) > 2): 12 / (3 * 4)
+    assert (fidelity["k"], fidelity["density"], fidelity["coverage"]) == (3, 1.0, 1.0)
+    rows = "\n".join(quality.table(quality.summarise(result), "mean"))
+    assert "density / coverage |" in rows and "| 1.00 / 1.00 |" in rows
+    assert "1.42 / 0.97 (seed 002 Table 2) | 1.00 / 1.00 |" in "\n".join(quality.published(result, quality.summarise(result)))

@@ -15,7 +15,9 @@ DRRs at full detector resolution (``x2ct.physics.drr``), given to
 runs through the same view preparation, fusion and output resampling as in
 the extension. Scores: ``x2ct.metrics.evaluate_volumes`` (X2CT and honest
 conventions, lung Dice) and re-projection NCC (the X2CT-mode DRR of the
-reconstruction against each prepared input view, as ``x2ct demo`` does).
+reconstruction against each prepared input view, as ``x2ct demo`` does);
+over the held-out cases, density and coverage (``x2ct.metrics.fidelity``,
+the code-diffusion paper's terms) from each score's embeddings.
 
 Baselines: ``back-projection`` as built in (no training), the same with its
 affine intensity map fitted on training pseudo-patients, and ``mean-ct``
@@ -50,7 +52,9 @@ import torch
 from x2ct import __version__, catalog, inference, io, metrics, physics, sampledata
 from x2ct.data import simulate
 from x2ct.data.protocol import X2CT, resample
-from x2ct.image import Volume, XRay, view_angle
+from x2ct.image import Volume, XRay, to_canonical, view_angle
+from x2ct.metrics.fidelity import DESCRIPTION as FIDELITY
+from x2ct.metrics.fidelity import Embedder, density_coverage
 
 TITLE = "Reconstruction quality: shipped models against baselines"
 
@@ -69,6 +73,8 @@ PUBLISHED = {
     "code-diffusion": ("R&C code: PSNR (dB), SSIM", "25.05, 0.436 (seed 002 Table 2)"),
     "henzler": ("own: L2, DSSIM", "L2 0.051, DSSIM 0.097 (skulls, one view; seed 004)"),
 }
+#: Density / coverage on LIDC-IDRI (seed 002 Table 2, the paper's own random encoder): method -> text.
+PUBLISHED_FIDELITY = {"code-diffusion": "1.42 / 0.97", "x2ct-gan": "0.87 / 0.88"}
 
 
 @dataclasses.dataclass
@@ -141,7 +147,18 @@ def score(loaded: inference.LoadedModel, case: Case, views: tuple[str, ...], fus
             "x2ct_psnr_2d": m["x2ct"]["psnr_2d_db"], "x2ct_ssim": m["x2ct"]["ssim_2d"],
             "rc_psnr": m["repeat_concatenate"]["psnr_3d_db"], "rc_ssim": m["repeat_concatenate"]["ssim_2d"],
             "dice": m["lung_dice"]["threshold"], "dice_label": m["lung_dice"].get("label", math.nan),
-            "ncc": ncc, "seconds": seconds}
+            "ncc": ncc, "seconds": seconds, **_embeddings(result.volume, case.truth)}
+
+
+@functools.lru_cache(maxsize=1)
+def _embedder() -> Embedder:
+    return Embedder()
+
+
+def _embeddings(volume: Volume, truth: Volume) -> dict:
+    """The random-CNN embeddings of the reconstruction and its ground truth (for density/coverage), rounded."""
+    return {key: np.round(_embedder()(metrics.normalise_hu(to_canonical(v).array)), 6).tolist()
+            for key, v in (("embedding", volume), ("embedding_truth", truth))}
 
 
 @dataclasses.dataclass
@@ -263,9 +280,13 @@ def summarise(result: dict) -> dict:
     for label, by_case in result["rows"].items():
         synthetic = [s for name, s in by_case.items() if name.startswith("sim-")]
         real = next((s for name, s in by_case.items() if not name.startswith("sim-")), None)
-        out[label] = {"mean": {key: _mean([s[key] for s in synthetic]) for key in synthetic[0] if key != "kept"},
+        out[label] = {"mean": {key: _mean([s[key] for s in synthetic]) for key in synthetic[0]
+                               if key != "kept" and not key.startswith("embedding")},
                       "real": real,
-                      "psnr_sd": statistics.pstdev([s["honest_psnr"] for s in synthetic])}
+                      "psnr_sd": statistics.pstdev([s["honest_psnr"] for s in synthetic]),
+                      "fidelity": density_coverage(np.array([s["embedding_truth"] for s in synthetic]),
+                                                   np.array([s["embedding"] for s in synthetic]))
+                      if all("embedding" in s for s in synthetic) else None}
     return out
 
 
@@ -306,7 +327,8 @@ def goals(result: dict, summary: dict) -> list[str]:
 def table(summary: dict, key: str) -> list[str]:
     """Markdown rows for the held-out means (``key`` 'mean') or the real chest CT ('real')."""
     header = ("| run | honest PSNR (dB) | honest SSIM 3D | MAE (HU) | X2CT PSNR 3D / 2D (dB) | X2CT SSIM 2D "
-              "| R&C PSNR (dB) | R&C SSIM | lung Dice (thr. / label) | re-proj. NCC | time (s) |")
+              "| R&C PSNR (dB) | R&C SSIM | lung Dice (thr. / label) | re-proj. NCC | time (s) |"
+              + (" density / coverage |" if key == "mean" else ""))
     rows = [header, "|" + "---|" * (header.count("|") - 1)]
     for label, s in summary.items():
         m = s[key]
@@ -316,8 +338,14 @@ def table(summary: dict, key: str) -> list[str]:
         rows.append(f"| {label} | {psnr} | {_f(m['honest_ssim'], 3)} | {_f(m['mae_hu'], 0)} | "
                     f"{_f(m['x2ct_psnr_3d'])} / {_f(m['x2ct_psnr_2d'])} | {_f(m['x2ct_ssim'], 3)} | "
                     f"{_f(m['rc_psnr'])} | {_f(m['rc_ssim'], 3)} | {_f(m['dice'], 3)} / {_f(m['dice_label'], 3)} | "
-                    f"{_f(m['ncc'], 4)} | {_f(m['seconds'], 1)} |")
+                    f"{_f(m['ncc'], 4)} | {_f(m['seconds'], 1)} |" + (_fidelity(s["fidelity"]) if key == "mean" else ""))
     return rows
+
+
+def _fidelity(fidelity: dict | None) -> str:
+    if fidelity is None:
+        return " n/a (scores kept from before; --fresh) |"
+    return f" {_f(fidelity['density'])} / {_f(fidelity['coverage'])} |"
 
 
 def published(result: dict, summary: dict) -> list[str]:
@@ -332,6 +360,10 @@ def published(result: dict, summary: dict) -> list[str]:
             ours = {"X2CT": f"{_f(m['x2ct_psnr_2d'])} / {_f(m['x2ct_psnr_3d'])}, {_f(m['x2ct_ssim'], 3)}",
                     "R&C ": f"{_f(m['rc_psnr'])}, {_f(m['rc_ssim'], 3)}"}.get(convention[:4], "not computed")
             rows.append(f"| {run.label} | {text} | {ours} | {convention} |")
+        if run.learned and not run.fusion and name in PUBLISHED_FIDELITY:
+            rows.append(f"| {run.label} | {PUBLISHED_FIDELITY[name]} (seed 002 Table 2) |"
+                        f"{_fidelity(summary[run.label]['fidelity'])} density / coverage, random 3D CNN embeddings "
+                        "(each its own encoder) |")
     return rows
 
 
@@ -365,6 +397,8 @@ def run(quick: bool = False, fresh: bool = False) -> str:
               "10^2-10^3 steps on a 2-core CPU at 64^3; and each paper uses its own metric convention (our "
               "table gives the X2CT and R&C conventions for that reason).", "", *published(result, summary), "",
               "Conventions:", *[f"- **{k}**: {v}" for k, v in metrics.CONVENTIONS.items()],
+              f"- **density / coverage**: {FIDELITY}; over the held-out cases, predictions against their ground "
+              "truths (ideal about 1 / 1).",
               "- **re-proj. NCC**: Pearson correlation of each prepared input view with the X2CT-mode DRR of the "
               "reconstruction at that angle, mean over views.",
               "- **time**: wall time of the reconstruction (model on CPU, fusion included) when its score was made, "
