@@ -110,11 +110,22 @@ def test_drrs_made_by_x2ct_keep_the_geometric_preparation_only():
     prepared = prepare.prepare(image, 64)
     assert prepared.kind == "drr"
     assert [s["step"] for s in prepared.steps] == ["decode", "field", "normalise"]
-    assert prepare.prepare(picture(rng.random((32, 32))), 16).kind == "film"
+    assert prepare.prepare(picture(rng.integers(0, 4096, (32, 32))), 16).kind == "film"
     with pytest.raises(InputError, match="Unknown input kind"):
         prepare.prepare(image, 64, "photo")
     with pytest.raises(InputError, match="blank"):
         prepare.prepare(picture(np.ones((32, 32))), 16)
+
+
+def test_a_drr_read_back_from_a_file_is_still_a_drr(tmp_path):
+    """Slicer and the demo hand DRRs over as files: their [0, 1] range says what they are, a film's values do not."""
+    from x2ct.io import read_xray, write_xray
+    from x2ct.physics import drr
+
+    written = write_xray(drr(_phantom_ct(), "frontal", mode="x2ct", x2ct_size=64), tmp_path / "drr.nrrd")
+    assert prepare.prepare(read_xray(written), 64).kind == "drr"
+    film = XRay(np.round(chest_film() * 3000.0), (1.0, 1.0), "frontal")  # stored integers, as decoded films
+    assert prepare.prepare(read_xray(write_xray(film, tmp_path / "film.nrrd")), 64).kind == "film"
 
 
 def _phantom_ct():

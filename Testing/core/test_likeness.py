@@ -80,7 +80,8 @@ def test_non_chest_images_are_warned_about():
 
 def test_reconstruction_records_the_score_and_warns():
     rng = np.random.default_rng(1)
-    noise = XRay(rng.random((200, 200)), metadata={"pixel_spacing_source": "assumed", "source": "noise.png"})
+    noise = XRay(rng.integers(0, 256, (200, 200)).astype(np.float32),
+                 metadata={"pixel_spacing_source": "assumed", "source": "noise.png"})
     result = inference.reconstruct([noise], "back-projection", device="cpu")
     (record,) = result.preparation
     assert record["likeness"]["like_training"] is False and record["kind"] == "film"

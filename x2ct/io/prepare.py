@@ -26,9 +26,9 @@ every step and records each in ``PreparedView.steps`` (provenance):
 6. ``intensity`` (films): histogram matching to the training DRRs' value
    distribution for the view's angle (quantiles in ``drr_reference.json``).
 
-Kinds: ``film`` runs every step; ``drr`` (images made by x2ct: a DRR in
-memory, or a file carrying x2ct's own view field) only decode, field (from
-spacing) and normalise, exactly as before; ``auto`` picks one of the two.
+Kinds: ``film`` runs every step; ``drr`` (a DRR made by x2ct, in memory or
+read back from a file: values in [0, 1]) only decode, field (from spacing)
+and normalise, exactly as before; ``auto`` picks one of the two (``_kind``).
 The reference statistics (lung field, quantiles, and the input-likeness
 model of ``x2ct.likeness``) are computed from training DRRs by
 ``python -m x2ct.io.prepare_reference`` (docs/real-radiographs.md).
@@ -111,9 +111,18 @@ def prepare(xray: XRay, size: int, kind: str = "auto") -> PreparedView:
 
 
 def _kind(xray: XRay) -> str:
-    """'drr' for an image x2ct made (in memory, or written with x2ct's own view field), else 'film'."""
-    made_here = xray.metadata.get("source") == "x2ct drr" or xray.metadata.get("view_source") == "file"
-    return "drr" if made_here else "film"
+    """'drr' for a DRR x2ct made, else 'film'.
+
+    In memory a DRR says so (``source``). Read back from a file (the demo's
+    inputs, Slicer's temporary copies of its X-ray nodes) it is known by its
+    range: X2CT-mode DRRs lie in [0, 1], while films decoded from DICOM or
+    pictures hold stored integers (0..255, 0..4095, 0..32767...). A film
+    already scaled to [0, 1] is therefore taken as a DRR: pass kind="film".
+    """
+    if xray.metadata.get("source") == "x2ct drr":
+        return "drr"
+    image = np.asarray(xray.image)
+    return "drr" if float(image.min()) >= 0.0 and float(image.max()) <= 1.0 else "film"
 
 
 def _decode_record(xray: XRay, kind: str) -> dict:
