@@ -13,18 +13,15 @@ Training promises (for the README section on bad input and faults):
   appends to an earlier run's files (--resume or --overwrite); resuming a finished run keeps its metrics.
 """
 
-import hashlib
 import json
 import pickle
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from x2ct.cli import main
+from hostile import refused, run_x2ct, snapshot
 from x2ct.errors import InputError
 from x2ct.training import checkpoint, train
 from x2ct.training import config as cfg
@@ -58,28 +55,6 @@ def tiny(steps=2, every=2):
 
 def sets():
     return Pairs(3), Pairs(1)
-
-
-def snapshot(folder: Path) -> dict:
-    """Every file and folder under ``folder`` with its bytes' hash and modification time."""
-    found = {}
-    for path in sorted(folder.rglob("*")):
-        key = path.relative_to(folder).as_posix()
-        found[key] = ("dir",) if path.is_dir() else (hashlib.sha256(path.read_bytes()).hexdigest(),
-                                                      path.stat().st_mtime_ns)
-    return found
-
-
-def refused(argv, capsys, *words) -> str:
-    """Run the CLI; assert exit 2 and one stderr line holding ``words``; return that line."""
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -246,40 +221,34 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("case", list(HOSTILE))
-def test_hostile_run_folder_is_refused_in_one_line_and_left_unchanged(run, tmp_path, capsys, case):
+def test_hostile_run_folder_is_refused_in_one_line_and_left_unchanged(run, tmp_path, capfd, case):
     damage, words = HOSTILE[case]
     marker = damage(run, tmp_path)
-    before = snapshot(run)
-    refused(resume_argv(run), capsys, "x2ct train: error:", *words)
-    assert snapshot(run) == before
+    refused(resume_argv(run), capfd, run, "x2ct train: error:", *words)
     assert marker is None or not marker.exists(), "a pickle in the run folder was executed"
 
 
 def test_a_pickle_in_the_run_folder_never_runs_in_a_real_process(run, tmp_path):
     marker = _pickle_as_old_state(run, tmp_path)
     before = snapshot(run)
-    done = subprocess.run([sys.executable, "-m", "x2ct", *resume_argv(run)], capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert "Traceback" not in done.stderr and "weights_only" not in done.stderr
+    done = run_x2ct(resume_argv(run), timeout=300)
+    err = done.stderr.decode()
+    assert done.returncode == 2 and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and "weights_only" not in err
     assert not marker.exists() and snapshot(run) == before
 
 
-def test_nothing_to_resume(tmp_path, capsys):
+def test_nothing_to_resume(tmp_path, capfd):
     missing = tmp_path / "nowhere"
-    argv = ["train", "--config", "x2ct-cnn-tiny", "--out", str(missing), "--resume", "--progress", "none"]
-    refused(argv, capsys, "Nothing to resume", "drop --resume")
-    assert not missing.exists()
+    argv = ["train", "--config", "x2ct-cnn-tiny", "--out", missing, "--resume", "--progress", "none"]
+    refused(argv, capfd, tmp_path, "Nothing to resume", "drop --resume")
     empty = tmp_path / "empty"
     empty.mkdir()
-    refused(["train", "--config", "x2ct-cnn-tiny", "--out", str(empty), "--resume"], capsys, "Nothing to resume")
-    assert not list(empty.iterdir())
+    refused(["train", "--config", "x2ct-cnn-tiny", "--out", empty, "--resume"], capfd, tmp_path, "Nothing to resume")
 
 
-def test_resume_and_overwrite_together_are_refused(run, capsys):
-    before = snapshot(run)
-    refused(resume_argv(run) + ["--overwrite"], capsys, "pass only one")
-    assert snapshot(run) == before
+def test_resume_and_overwrite_together_are_refused(run, capfd):
+    refused(resume_argv(run) + ["--overwrite"], capfd, run, "pass only one")
 
 
 def _stop_at(monkeypatch, step):
@@ -329,7 +298,7 @@ def test_a_log_row_cut_by_a_kill_is_dropped_on_resume(run):
     assert {len(row) for row in rows} == {len(rows[0])}  # the cut row was not glued to the replayed one
 
 
-def test_a_new_run_refuses_the_folder_of_a_failed_run(tmp_path, monkeypatch, capsys):
+def test_a_new_run_refuses_the_folder_of_a_failed_run(tmp_path, monkeypatch):
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
         _stop_at(patch, 2)
@@ -346,11 +315,9 @@ def test_a_new_run_refuses_the_folder_of_a_failed_run(tmp_path, monkeypatch, cap
     assert _logged_steps(out) == [1, 2]
 
 
-def test_a_new_run_refuses_a_finished_run(run, capsys):
-    argv = ["train", "--config", str(run / "config.yaml"), "--out", str(run), "--progress", "none"]
-    before = snapshot(run)
-    refused(argv, capsys, "already holds a training run", "--resume", "--overwrite")
-    assert snapshot(run) == before
+def test_a_new_run_refuses_a_finished_run(run, capfd):
+    argv = ["train", "--config", run / "config.yaml", "--out", run, "--progress", "none"]
+    refused(argv, capfd, run, "already holds a training run", "--resume", "--overwrite")
 
 
 def test_resuming_a_finished_run_keeps_its_metrics(run):
