@@ -34,6 +34,7 @@ import numpy as np
 from x2ct import catalog, inference, io, metrics, novelviews, physics, render, sampledata
 from x2ct.data.protocol import X2CT, get_protocol, resample
 from x2ct.image import Volume, XRay
+from x2ct.io.outputs import write_text
 
 #: Side of the X2CT detector in pixels: the input DRRs are written at full detector resolution.
 DRR_PIXELS = physics.X2CT_GEOMETRY.pixels[0]
@@ -119,7 +120,7 @@ def run(out, log=print, models: list[str] | None = None, radiograph: bool = True
 
     summary = {"outputs": outputs, "skipped": skipped, "runs": [r["name"] for r in records],
                "seconds": round(time.perf_counter() - started, 1)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text(out / "summary.json", json.dumps(summary, indent=2))
     outputs["summary"] = str(out / "summary.json")
     log("")
     log(table)
@@ -250,10 +251,10 @@ def write_metrics(records: list[dict], out: Path, outputs: dict, log) -> str:
                                "kept), HU window [-1024, 1476] -> [0, 1]; inputs are its X2CT-mode DRRs",
                "runs": records}
     json_path = out / "metrics.json"
-    json_path.write_text(json.dumps(payload, indent=2, allow_nan=False))
+    write_text(json_path, json.dumps(payload, indent=2, allow_nan=False))
     table = markdown_table(records)
     md_path = out / "metrics.md"
-    md_path.write_text("# x2ct demo: metrics\n\n" + table + "\n\n" + "\n".join(
+    write_text(md_path, "# x2ct demo: metrics\n\n" + table + "\n\n" + "\n".join(
         f"- **{name}**: {text}" for name, text in metrics.CONVENTIONS.items()) + "\n")
     outputs["metrics-json"], outputs["metrics-md"] = str(json_path), str(md_path)
     log(f"  wrote {json_path} and {md_path}")

@@ -3,14 +3,14 @@
 Weights are never pickled: loading a file a user hands us must not run code.
 The card records what the registry needs to rebuild the network (name,
 preset, builder overrides) and the weights' SHA256, which is checked before
-the weights are read. Both files are written under temporary names and
-renamed, card last, so a crash never leaves a card pointing at partial weights.
+the weights are read. Both files are written all or nothing
+(``x2ct.io.outputs``), card last, so a crash never leaves a card pointing at
+partial weights.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from x2ct.checksum import sha256_file
@@ -43,17 +43,20 @@ def save_model(model, folder, card: dict | None = None, half: bool = False) -> P
     import torch
     from safetensors.torch import save_file
 
+    from x2ct.io.outputs import atomic_output, write_text
+
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
-    for name, tensor in state.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise InputError(f"Refusing to save non-finite weights ({name} has NaN or Inf values).")
     if half:
         state = {n: t.half() if t.is_floating_point() else t for n, t in state.items()}
+    for name, tensor in state.items():  # after the cast: float16 turns values over 65504 into Inf
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise InputError(f"Refusing to save non-finite weights ({name} has NaN or Inf values"
+                             f"{' in float16' if half else ''}).")
     weights = folder / WEIGHTS_NAME
-    partial = folder / f".{WEIGHTS_NAME}.partial"
-    save_file(state, str(partial))
+    size = sum(t.numel() * t.element_size() for t in state.values())
+    with atomic_output(weights, check=stored_tensors, needed_bytes=size) as partial:
+        save_file(state, str(partial))
     spec = model.spec
     record = {
         "card_version": CARD_VERSION,
@@ -66,16 +69,11 @@ def save_model(model, folder, card: dict | None = None, half: bool = False) -> P
         "protocol": spec.protocol,
         "weights": WEIGHTS_NAME,
         "weights_dtype": "float16" if half else "float32",
-        "sha256": sha256_file(partial),
+        "sha256": sha256_file(weights),
         "research_use_only": True,
         **(card or {}),
     }
-    os.replace(partial, weights)
-    card_path = folder / CARD_NAME
-    partial_card = folder / f".{CARD_NAME}.partial"
-    partial_card.write_text(json.dumps(record, indent=2, sort_keys=True))
-    os.replace(partial_card, card_path)
-    return card_path
+    return write_text(folder / CARD_NAME, json.dumps(record, indent=2, sort_keys=True))
 
 
 def read_card(path) -> dict:

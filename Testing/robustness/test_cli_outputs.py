@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from hostile import REPOSITORY, refused, run_x2ct, small_ct, snapshot, tiny_model, xray_views
+from hostile import REPOSITORY, refused, small_ct, snapshot, tiny_model, xray_views
 from x2ct import catalog
 from x2ct.cli import main
 from x2ct.io import read_ct
