@@ -48,19 +48,20 @@ def test_the_table_states_goals_failures_and_a_missing_gpu():
     cli = {"seconds": 12.3, "runs": [12.3, 12.0, 13.1], "peak_rss_bytes": 0.5e9, "output_shape": [128] * 3,
            "output_spacing": [2.5] * 3}
     inner = {"load": 0.2, "first": 1.5, "warm": 1.0, "device": "cpu"}
-    rows = [{"device": "cpu", "cli": cli, "inprocess": inner},
+    rows = [{"device": "cpu", "cli": cli, "inprocess": inner, "old": {**cli, "seconds": 20.0, "runs": [20.0, 21.5]}},
             {"device": "cuda", "cli": {**cli, "seconds": 0.9}, "inprocess": {**inner, "device": "cuda"}}]
     text = bench.render(rows, "m", "why", 3, quick=False, gpu=True)
     lines = [line for line in text.splitlines() if line.startswith("| ")]
     assert lines[1] == ("| cpu | m | 12.30 | 12.30 / 12.00 / 13.10 | 0.50 | 128×128×128 of 2.5 mm | 0.200 | 1.500 "
-                        "| 1.000 | no (≤ 10 s) |")
-    assert lines[2].startswith("| cuda | m | 0.90 |") and lines[2].endswith("| yes (< 1 s) |")
+                        "| 1.000 | no (≤ 10 s) | 20.00 (20.00 / 21.50) |")
+    assert lines[2].startswith("| cuda | m | 0.90 |") and lines[2].endswith("| yes (< 1 s) | – |")
     assert "no GPU" not in text
 
     rows = [{"device": "cpu", "cli": {"error": "exit code 1: error: bad | file"}, "inprocess": inner}]
     text = bench.render(rows, "m", "why", 1, quick=True, gpu=False)
     lines = [line for line in text.splitlines() if line.startswith("| ")]
-    assert lines[1].startswith("| cpu | m | exit code 1: error: bad / file |") and lines[1].endswith("no (failed) |")
+    assert lines[1].startswith("| cpu | m | exit code 1: error: bad / file |")
+    assert lines[1].endswith("no (failed) | – |")
     assert lines[2].startswith("| GPU | m | no GPU on this machine |")
     assert "Median of 1 run(s)" in text and "quick run" in text
 

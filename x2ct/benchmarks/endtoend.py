@@ -37,6 +37,8 @@ import threading
 import time
 from pathlib import Path
 
+from x2ct.benchmarks import baseline_tree
+
 TITLE = "End to end: X-ray files to a CT file"
 
 THREADS = 2
@@ -79,10 +81,12 @@ def write_inputs(folder: Path, quick: bool = False) -> dict[str, Path]:
 # --- child processes ----------------------------------------------------------------------------
 
 
-def _child_env(device: str) -> dict:
+def _child_env(device: str, tree: Path | None = None) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # no CUDA initialisation at all, as on a machine without a GPU
+    if tree is not None:  # run that checkout's x2ct (the baseline commit)
+        env["PYTHONPATH"] = str(tree)
     return env
 
 
@@ -116,7 +120,7 @@ def python_command(module: str, *args: str) -> list[str]:
     return [sys.executable, "-c", _WRAPPER.format(marker=PEAK_MARKER), module, *args]
 
 
-def run_child(command: list[str], device: str, time_limit: float = TIME_LIMIT) -> dict:
+def run_child(command: list[str], device: str, time_limit: float = TIME_LIMIT, tree: Path | None = None) -> dict:
     """Run ``command``; return its wall seconds, peak RSS (bytes), exit code and output.
 
     The peak RSS is the one a ``python_command`` child reports at exit;
@@ -126,7 +130,7 @@ def run_child(command: list[str], device: str, time_limit: float = TIME_LIMIT) -
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        child = subprocess.Popen(command, stdout=out, stderr=err, env=_child_env(device),
+        child = subprocess.Popen(command, stdout=out, stderr=err, env=_child_env(device, tree), cwd=tree,
                                  preexec_fn=_pin_to_cores if os.name == "posix" else None)
         timer = threading.Timer(time_limit, child.kill)
         timer.start()
@@ -157,14 +161,17 @@ def _failure(result: dict, time_limit: float) -> str:
 
 
 def measure_cli(views: dict[str, Path], model: str, device: str, out: Path, repeats: int = 3,
-                time_limit: float = TIME_LIMIT) -> dict:
-    """End-to-end runs of ``x2ct reconstruct``: median wall seconds, peak RSS, and the CT it wrote."""
+                time_limit: float = TIME_LIMIT, tree: Path | None = None) -> dict:
+    """End-to-end runs of ``x2ct reconstruct``: median wall seconds, peak RSS, and the CT it wrote.
+
+    ``tree``: run the ``x2ct`` of that checkout (the baseline commit) instead of this one.
+    """
     command = python_command("x2ct", "reconstruct", "--view", f"{views['frontal']}:frontal",
                              "--view", f"{views['lateral']}:lateral", "--model", model, "--device", device,
                              "--out", str(out), "--overwrite")
     runs = []
     for _ in range(repeats):
-        result = run_child(command, device, time_limit)
+        result = run_child(command, device, time_limit, tree)
         if result["returncode"] != 0:
             return {"error": _failure(result, time_limit)}
         runs.append(result)
@@ -222,10 +229,13 @@ def run(quick: bool = False) -> str:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     rows = []
+    baseline = baseline_tree()
     with tempfile.TemporaryDirectory(prefix="x2ct-endtoend-") as tmp:
         views = write_inputs(Path(tmp), quick)
         for device in devices:
-            rows.append({"device": device,
+            old = measure_cli(views, model, device, Path(tmp) / f"CT-{device}-old.nrrd", repeats, tree=baseline) \
+                if baseline is not None else None
+            rows.append({"device": device, "old": old,
                          "cli": measure_cli(views, model, device, Path(tmp) / f"CT-{device}.nrrd", repeats),
                          "inprocess": measure_in_child(views, model, device, repeats)})
     load = None if load_before is None else (load_before, os.getloadavg()[0])
@@ -242,7 +252,7 @@ def _goal(device: str, cli: dict) -> str:
 
 def render(rows: list[dict], model: str, why: str, repeats: int, quick: bool, gpu: bool, load=None) -> str:
     header = ["device", "model", "end to end (s)", "runs (s)", "peak RSS (GB)", "output", "model load (s)",
-              "reconstruct, first (s)", "reconstruct, warm (s)", "meets goal"]
+              "reconstruct, first (s)", "reconstruct, warm (s)", "meets goal", "old code: end to end (s)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cli, inner = row["cli"], row["inprocess"]
@@ -262,9 +272,12 @@ def render(rows: list[dict], model: str, why: str, repeats: int, quick: bool, gp
                 warm += f" (ran on {inner['device']})"
             cells += [f"{inner['load']:.3f}", f"{inner['first']:.3f}", warm]
         cells.append(_goal(row["device"], cli))
+        old = row.get("old")
+        cells.append("–" if old is None else old["error"].replace("|", "/") if "error" in old else
+                     f"{old['seconds']:.2f} ({' / '.join(f'{s:.2f}' for s in old['runs'])})")
         lines.append("| " + " | ".join(cells) + " |")
     if not gpu:
-        lines.append(f"| GPU | {model} | no GPU on this machine | | | | | | | – |")
+        lines.append(f"| GPU | {model} | no GPU on this machine | | | | | | | – | |")
     settings = [
         "Command: `x2ct benchmark --only endtoend` (or `python -m x2ct.benchmarks.endtoend`).",
         f"Model: `{model}`, {why}.",
@@ -279,7 +292,11 @@ def render(rows: list[dict], model: str, why: str, repeats: int, quick: bool, gp
         "Inputs: frontal and lateral X2CT-mode DRRs (128² pixels of 3.9 mm, SAD 541 / SID 949 mm) of the sample "
         "chest CT (`x2ct sampledata fetch chest-ct`) written as NRRD"
         + (", rendered from the CT subsampled 4× in-plane and 2× across slices (quick run)." if quick else "."),
-        f"Goals: ≤ {GOAL_CPU_SECONDS:g} s on {THREADS} CPU cores; < {GOAL_GPU_SECONDS:g} s with a GPU.",
+        f"Goals: ≤ {GOAL_CPU_SECONDS:g} s on {THREADS} CPU cores; < {GOAL_GPU_SECONDS:g} s with a GPU "
+        "(issue 14: ≤ 2.5 s on 2 CPU cores).",
+        "Old code: the same command run, just before, from a checkout of the baseline commit (the code before "
+        "issue 14's speed work, `x2ct.benchmarks.BASELINE_COMMIT`, `git worktree` under the temp folder; "
+        "`X2CT_BENCHMARK_BASELINE=none` skips it).",
     ]
     if load is not None:
         settings.append(f"Load average (1 min) of this machine before / after: {load[0]:.1f} / {load[1]:.1f} "
