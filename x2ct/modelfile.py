@@ -84,7 +84,10 @@ def read_card(path) -> dict:
     hostile card is refused before any allocation and can never print a
     50 MB line. Where the weights may be is ``checked_weights``' rule.
     """
+    from x2ct.io.files import text_name
+
     path = Path(path)
+    text_name(path, "The model folder")  # safetensors cannot open such a path
     card_path = path / CARD_NAME if path.is_dir() else path
     if not card_path.exists():
         raise InputError(f"No model card at {card_path}: a model is a folder with {CARD_NAME} and "

@@ -154,6 +154,13 @@ def test_hostile_card_files_are_refused(work, user_models, case, capfd):
     refused(_reconstruct(work, work["model"], work["root"] / "ct.nrrd"), capfd, work["root"], words)
 
 
+def test_a_model_folder_whose_name_is_not_utf8(work, capfd):
+    odd = work["root"] / os.fsdecode(b"mod\xe8le")
+    work["model"].rename(odd)
+    refused(["catalog", "import", odd, "--id", "odd"], capfd, work["root"], "not valid UTF-8")
+    refused(_reconstruct(work, odd, work["root"] / "ct.nrrd"), capfd, work["root"], "not valid UTF-8")
+
+
 def test_a_card_that_is_a_fifo_is_refused_without_hanging(work, capfd):
     if not hasattr(os, "mkfifo"):
         pytest.skip("no FIFOs here")

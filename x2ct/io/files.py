@@ -54,13 +54,13 @@ def is_dicom_file(path: Path) -> bool:
 
 
 def text_name(path: Path, what: str) -> None:
-    """Refuse a path whose name is not valid UTF-8: the image libraries cannot open or write it."""
+    """Refuse a path whose name is not valid UTF-8: SimpleITK aborts on it, safetensors cannot open it."""
     try:
         os.fsencode(path).decode("utf-8")
     except UnicodeDecodeError:
         shown = os.fsencode(path).decode("utf-8", "backslashreplace")
-        raise InputError(f"{what} {shown}: the name is not valid UTF-8 text, which the image libraries cannot "
-                         "use; rename it.") from None
+        raise InputError(f"{what} {shown}: the name is not valid UTF-8 text, which the file libraries x2ct uses "
+                         "(SimpleITK, safetensors) cannot handle; rename it.") from None
 
 
 def is_same_file(a, b) -> bool:
