@@ -51,10 +51,15 @@ def _fsync(path: Path) -> None:
 
 def _write_folder(folder: Path, model, card: dict, state: dict | None = None) -> None:
     """Write the model (and ``state``) into ``folder`` all or nothing: a sibling partial folder, then rename."""
+    from safetensors import SafetensorError
+
     partial = folder.with_name(f".{folder.name}.partial")
     try:
         shutil.rmtree(partial, ignore_errors=True)
-        save_model(model, partial, card)  # refuses non-finite weights
+        try:
+            save_model(model, partial, card)  # refuses non-finite weights
+        except SafetensorError as error:
+            raise statefile.as_os_error(error) from None
         if state is not None:
             statefile.write(state, partial / STATE)
         for file in partial.iterdir():

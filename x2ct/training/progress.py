@@ -127,8 +127,13 @@ class Progress:
         new = not self.csv_path.is_file() or self.csv_path.stat().st_size == 0
         if self.columns is None:  # a resumed run keeps the columns of its log
             self.columns = list(row) if new else _header(self.csv_path)
-        with open(self.csv_path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        try:
+            with open(self.csv_path, "a", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore")
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+        except OSError as error:  # a full disk: one line; the last checkpoint is intact, resume drops the cut row
+            from x2ct.io.outputs import failure
+
+            raise failure(self.csv_path, error) from None

@@ -11,8 +11,10 @@ tagged so ``read`` gives back exactly what was written.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -59,13 +61,23 @@ def _decode(value, tensors: dict):
     return {k: _decode(v, tensors) for k, v in value.items()}
 
 
+def as_os_error(error: Exception) -> OSError:
+    """safetensors reports I/O failures (a full disk) as SafetensorError: give them back their errno."""
+    code = re.search(r"os error (\d+)", str(error))
+    return OSError(int(code.group(1)) if code else errno.EIO, " ".join(str(error).split()))
+
+
 def write(state: dict, path: Path) -> None:
     """Write ``state`` to ``path`` (safetensors) and fsync it."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     tensors: dict = {}
     skeleton = _encode(state, tensors)
-    save_file(tensors, str(path), metadata={SKELETON: json.dumps({"version": VERSION, "state": skeleton})})
+    try:
+        save_file(tensors, str(path), metadata={SKELETON: json.dumps({"version": VERSION, "state": skeleton})})
+    except SafetensorError as error:
+        raise as_os_error(error) from None
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
 
