@@ -177,7 +177,8 @@ CARD_FIELDS = ["name", "preset", "overrides", "view_counts", "view_size", "volum
                "weights", "sha256", "description", "metrics", "research_use_only"]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, database=None,  # no .hypothesis folder in the repository
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(field=st.sampled_from(CARD_FIELDS), value=JSON_VALUES)
 def test_fuzzed_card_fields_give_a_card_or_one_line(work, field, value):
     """Any JSON value in any field: read_card returns, or raises one short InputError line; nothing else."""
