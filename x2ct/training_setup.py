@@ -84,9 +84,14 @@ def run_problems(output: Path, method: str, preset: str, resume: bool) -> list[s
         return []
     if not resumable:
         return [f"Nothing to resume: {output} holds no training checkpoint; untick Resume to start afresh."]
-    import yaml  # not bundled with Slicer: installed on first use
+    from x2ct.training import yamlfile  # the one strict YAML reader (PyYAML is installed on first use)
 
-    saved = yaml.safe_load((output / CONFIG_NAME).read_text()) or {}
+    try:
+        saved = yamlfile.read(output / CONFIG_NAME) or {}
+    except InputError as error:
+        return [str(error)]
+    if not isinstance(saved, dict):
+        return [f"The run's {output / CONFIG_NAME} is not a config (a mapping of sections); it cannot be resumed."]
     if (saved.get("method"), saved.get("preset")) != (method, preset):
         return [f"The run in {output} trains {saved.get('method')} ({saved.get('preset')}); choose that method "
                 "and preset to resume it."]
@@ -130,12 +135,13 @@ def write_config(dataset, method: str, preset: str, steps: int, output, presets:
 
     from x2ct.io.outputs import write_text
     from x2ct.training import config as configs
+    from x2ct.training import yamlfile
 
     out = Path(output)
     if resumable_run(out):
         raise InputError(f"{out} already holds a training run; resume it or choose another output folder.")
     base = shipped_config(method, preset, presets)
-    data = yaml.safe_load(base.read_text()) or {}
+    data = yamlfile.read(base) or {}
     data["preset"] = preset
     kind = detect_kind(dataset)
     data["data"] = {**data.get("data", {}), "kind": kind}

@@ -153,3 +153,17 @@ def test_generated_values_in_any_field_give_a_valid_config_or_one_input_error(ch
     for name, interval in cfg.RANGES.items():  # whatever passed is inside its range
         value = getattr(getattr(config, name.split(".")[0]), name.split(".")[1])
         assert value is None or cfg.inside(value, interval), name
+
+
+def test_the_slicer_set_up_check_reads_a_run_config_with_the_strict_loader(tmp_path):
+    """The Training panel checks a run to resume before starting it: a hostile config.yaml there is one problem."""
+    from x2ct import training_setup
+    from x2ct.training import checkpoint
+
+    out = tmp_path / "run"
+    (out / "checkpoints" / "step-0000002").mkdir(parents=True)
+    (out / "checkpoints" / "step-0000002" / checkpoint.STATE).write_bytes(b"")
+    (out / checkpoint.LATEST).write_text('{"step": 2, "folder": "checkpoints/step-0000002"}')
+    (out / "config.yaml").write_text(alias_bomb())
+    problems = training_setup.run_problems(out, "x2ct-cnn", "tiny", resume=True)
+    assert len(problems) == 1 and "anchors and aliases" in problems[0]
