@@ -138,7 +138,7 @@ VALUES = st.recursive(
     max_leaves=6)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)  # no .hypothesis folder in the repository
 @given(changes=st.lists(st.tuples(st.sampled_from(FIELDS), VALUES), min_size=1, max_size=3))
 def test_generated_values_in_any_field_give_a_valid_config_or_one_input_error(changes):
     """Hostile values (wrong types, NaN, huge numbers, nesting) in any fields of a valid config."""
