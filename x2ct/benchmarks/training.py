@@ -17,6 +17,11 @@ evaluation and no checkpoints).
 
     python -m x2ct.benchmarks.training                    # the section as Markdown
     python -m x2ct.benchmarks.training --one repeat-concat small --json
+    python -m x2ct.benchmarks.training --methods x2ct-cnn henzler   # a subset, old and new side by side
+
+Every CPU row is measured twice, the baseline commit's code (``old``, from a
+``git worktree`` checkout: ``x2ct.benchmarks.baseline_tree``) just before the
+current code, and the table gives the ratio of their steps per second.
 """
 
 from __future__ import annotations
@@ -29,13 +34,13 @@ import time
 
 import torch
 
-from x2ct.benchmarks import child_result, peak_memory, report_child
+from x2ct.benchmarks import baseline_tree, child_result, peak_memory, report_child
 from x2ct.benchmarks.models import blueprint, pin_cores
 
 TITLE = "Training: steps per second and memory"
 
 THREADS = 2
-STEPS, WARM_UP = 3, 1
+STEPS, WARM_UP = 2, 1  # short: the machine is shared; the old code needs about a minute a step
 TIME_LIMIT = {"tiny": 120, "small": 600, "paper": 900}  # seconds per child process
 GOAL_STEPS, GOAL_HOURS, PAPER_HOURS = 5001, 2.8, 28.0  # Repeat-and-Concatenate: 5,000 steps, 28 h on a TITAN RTX
 GB = 1e9
@@ -73,8 +78,11 @@ class Cases(torch.utils.data.Dataset):
 
 
 def measure(method: str, preset: str, device: str = "cpu", steps: int = STEPS, warm_up: int = WARM_UP,
-            threads: int = THREADS) -> dict:
-    """Time ``steps`` training steps after ``warm_up`` of ``method`` at ``preset`` on ``device``, batch 1."""
+            threads: int = THREADS, profile: str | None = None) -> dict:
+    """Time ``steps`` training steps after ``warm_up`` of ``method`` at ``preset`` on ``device``, batch 1.
+
+    ``profile``: also write torch.profiler's table of the timed steps (top 25 operators by own CPU time) there.
+    """
     from x2ct.models import count_parameters
     from x2ct.training import data
     from x2ct.training.trainer import Trainer
@@ -95,13 +103,16 @@ def measure(method: str, preset: str, device: str = "cpu", steps: int = STEPS, w
             trainer.train_step()
             trainer.step += 1
         _sync(target)
-        begin = time.perf_counter()
-        for _ in range(steps):
-            if trainer.train_step() is None:
-                raise RuntimeError(f"step {trainer.step} had a non-finite loss")
-            trainer.step += 1
-        _sync(target)
-        seconds = time.perf_counter() - begin
+        with _profiler(profile) as profiler:
+            begin = time.perf_counter()
+            for _ in range(steps):
+                if trainer.train_step() is None:
+                    raise RuntimeError(f"step {trainer.step} had a non-finite loss")
+                trainer.step += 1
+            _sync(target)
+            seconds = time.perf_counter() - begin
+        if profile:
+            _write_profile(profile, profiler, method, preset, steps, seconds)
         result = {"name": method, "preset": preset, "device": target.type, "steps": steps, "warm_up": warm_up,
                   "threads": threads, "parameters": count_parameters(trainer.model),
                   "critic_parameters": count_parameters(trainer.critic) if trainer.critic is not None else 0,
@@ -120,17 +131,42 @@ def _spec(method: str, preset: str):
     return (blueprint(method, preset) or build(method, preset)).spec
 
 
+def _profiler(path: str | None):
+    import contextlib
+
+    from torch.profiler import ProfilerActivity, profile
+
+    return profile(activities=[ProfilerActivity.CPU]) if path else contextlib.nullcontext()
+
+
+def _write_profile(path: str, profiler, method: str, preset: str, steps: int, seconds: float) -> None:
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
+    head = (f"{method} {preset}: {steps} profiled training step(s) after {WARM_UP} warm-up, {seconds / steps:.2f} s "
+            f"per step under the profiler, {torch.get_num_threads()} threads, load average {load}\n"
+            f"python -m x2ct.benchmarks.training --one {method} {preset} --steps {steps} --profile FILE\n\n")
+    table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+    partial = f"{path}.partial"
+    with open(partial, "w", encoding="utf-8") as handle:
+        handle.write(head + table + "\n")
+    os.replace(partial, path)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def measure_in_child(method: str, preset: str, device: str = "cpu", steps: int = STEPS,
-                     time_limit: float = 600) -> dict:
-    """Run ``measure`` in a fresh interpreter; failures and time-outs come back as ``{"error": ...}``."""
+                     time_limit: float = 600, tree=None) -> dict:
+    """Run ``measure`` in a fresh interpreter; failures and time-outs come back as ``{"error": ...}``.
+
+    ``tree``: a checkout of the baseline commit, whose own benchmark child then measures its code.
+    """
     arguments = ["--one", method, preset, "--device", device, "--steps", str(steps)]
-    return child_result("x2ct.benchmarks.training", arguments,
-                        {"name": method, "preset": preset, "device": device}, time_limit, THREADS)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    result = child_result("x2ct.benchmarks.training", arguments,
+                          {"name": method, "preset": preset, "device": device}, time_limit, THREADS, tree)
+    return {**result, "load": load}
 
 
 def run(quick: bool = False, methods: list[str] | None = None) -> str:
@@ -140,14 +176,17 @@ def run(quick: bool = False, methods: list[str] | None = None) -> str:
     else:
         methods, cpu_preset, steps = methods or trainable(), "small", STEPS
     gpu = torch.cuda.is_available() and not quick
+    baseline = baseline_tree()
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     rows = []
-    for method in methods:
+    for method in methods:  # old then new for each method, so both see about the same load
+        old = measure_in_child(method, cpu_preset, "cpu", steps, TIME_LIMIT[cpu_preset], baseline) \
+            if baseline is not None else None
         cpu = measure_in_child(method, cpu_preset, "cpu", steps, TIME_LIMIT[cpu_preset])
         cuda = measure_in_child(method, "paper", "cuda", steps, TIME_LIMIT["paper"]) if gpu else None
-        rows.append({"name": method, "cpu": cpu, "cuda": cuda})
+        rows.append({"name": method, "cpu": cpu, "cuda": cuda, "old": old})
     load = None if load_before is None else (load_before, os.getloadavg()[0])
-    return render(rows, cpu_preset, steps, gpu, load)
+    return render(rows, cpu_preset, steps, gpu, load, baseline is not None)
 
 
 def _cell(result: dict | None, key: str, scale: float = 1.0, digits: int = 2) -> str:
@@ -158,19 +197,32 @@ def _cell(result: dict | None, key: str, scale: float = 1.0, digits: int = 2) ->
     return f"{result[key] / scale:.{digits}f}"
 
 
-def render(rows: list[dict], cpu_preset: str, steps: int, gpu: bool, load=None) -> str:
+def _ratio(new: dict, old: dict | None) -> str:
+    if old is None or "error" in old or "error" in new:
+        return "–"
+    return f"{new['steps_per_second'] / old['steps_per_second']:.1f}x"
+
+
+def render(rows: list[dict], cpu_preset: str, steps: int, gpu: bool, load=None, baseline: bool = False) -> str:
     header = ["method", "parameters (critic)", f"CPU {cpu_preset}: steps/s", "s/step", "peak RSS (GB)",
               "data s/case", "GPU paper: steps/s", "GPU peak (GB)"]
+    if baseline:
+        header += ["old code: steps/s", "old peak RSS (GB)", "new / old steps/s", "load (1 min) old / new"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cpu, cuda = row["cpu"], row["cuda"]
         size = "" if "error" in cpu else (f"{cpu['parameters'] / 1e6:.2f} M"
                                           + (f" ({cpu['critic_parameters'] / 1e6:.2f} M)" if cpu["critic_parameters"]
                                              else ""))
-        lines.append("| " + " | ".join([
-            row["name"], size, _cell(cpu, "steps_per_second", digits=3), _cell(cpu, "seconds_per_step"),
-            _cell(cpu, "peak_rss_bytes", GB), _cell(cpu, "data_seconds_per_case", digits=1),
-            _cell(cuda, "steps_per_second", digits=3), _cell(cuda, "gpu_peak_bytes", GB)]) + " |")
+        cells = [row["name"], size, _cell(cpu, "steps_per_second", digits=3), _cell(cpu, "seconds_per_step"),
+                 _cell(cpu, "peak_rss_bytes", GB), _cell(cpu, "data_seconds_per_case", digits=1),
+                 _cell(cuda, "steps_per_second", digits=3), _cell(cuda, "gpu_peak_bytes", GB)]
+        if baseline:
+            old = row.get("old")
+            loads = " / ".join("?" if r is None or r.get("load") is None else f"{r['load']:.1f}" for r in (old, cpu))
+            cells += [_cell(old, "steps_per_second", digits=3), _cell(old, "peak_rss_bytes", GB), _ratio(cpu, old),
+                      loads]
+        lines.append("| " + " | ".join(cells) + " |")
     needed = GOAL_STEPS / (GOAL_HOURS * 3600)
     notes = [
         "Command: `x2ct benchmark --only training` (or `python -m x2ct.benchmarks.training`); one method: "
@@ -196,6 +248,11 @@ def render(rows: list[dict], cpu_preset: str, steps: int, gpu: bool, load=None) 
                      f"{rc['steps_per_second']:.3f} steps/s: the {GOAL_STEPS}-step schedule would take "
                      f"{hours:.1f} h at this size and batch 1, which says nothing about the H100 goal at paper "
                      "settings.")
+    if baseline:
+        notes.append("Old code: the same child run from a checkout of the baseline commit (the code before issue "
+                     "14's speed work, `x2ct.benchmarks.BASELINE_COMMIT`, made with `git worktree` under the temp "
+                     "folder; `X2CT_BENCHMARK_BASELINE=none` skips it), just before the new code, so both see about "
+                     "the same load; 'load' is the 1-minute load average when each child started.")
     if not gpu:
         notes.append("No GPU in this run: the GPU columns say 'no GPU'; no GPU numbers are given.")
     if load is not None:
@@ -211,14 +268,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=STEPS, help="timed steps after the warm-up")
     parser.add_argument("--json", action="store_true", help="with --one: print the result as one JSON line")
     parser.add_argument("--quick", action="store_true", help="x2ct-cnn at tiny only")
+    parser.add_argument("--methods", nargs="+", metavar="METHOD", help="only these methods (default: all)")
+    parser.add_argument("--profile", metavar="FILE", help="with --one: write the timed steps' per-operator table")
     args = parser.parse_args(argv)
     if args.one is None:
-        print(run(quick=args.quick))
+        print(run(quick=args.quick, methods=args.methods))
         return 0
     method, preset = args.one
     if args.device == "cpu":
         pin_cores(THREADS)
-    return report_child(lambda: measure(method, preset, device=args.device, steps=args.steps),
+    return report_child(lambda: measure(method, preset, device=args.device, steps=args.steps, profile=args.profile),
                         {"name": method, "preset": preset, "device": args.device}, args.json)
 
 
