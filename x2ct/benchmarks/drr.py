@@ -71,18 +71,20 @@ from x2ct.physics import X2CT_GEOMETRY, plastimatch_mu, project
 path, spacing, threads, repeats, pixels, angles = sys.argv[1], json.loads(sys.argv[2]), *map(int, sys.argv[3:6]), \
     json.loads(sys.argv[6])
 torch.set_num_threads(threads)
-mu, geometry, walls = plastimatch_mu(torch.from_numpy(np.load(path))[None, None]), X2CT_GEOMETRY.with_pixels(pixels), []
+mu, geometry = plastimatch_mu(torch.from_numpy(np.load(path))[None, None]), X2CT_GEOMETRY.with_pixels(pixels)
+walls, cpus = [], []
 with torch.no_grad():
     for run in range(repeats + 1):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         project(mu, spacing, angles, geometry)
         walls.append(time.perf_counter() - started)
-print(json.dumps({"s": statistics.median(walls[1:])}))
+        cpus.append(time.process_time() - cpu)
+print(json.dumps({"s": statistics.median(walls[1:]), "cpu_s": statistics.median(cpus[1:])}))
 """
 
 
-def _projection_only(hu: np.ndarray, spacing, geometry, repeats: int, threads: int, tree: Path) -> float:
-    """Median seconds of ``project`` alone for both views, in a fresh child running ``tree``'s code."""
+def _projection_only(hu: np.ndarray, spacing, geometry, repeats: int, threads: int, tree: Path) -> dict:
+    """Median wall and CPU seconds of ``project`` alone for both views, in a fresh child running ``tree``'s code."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "hu.npy"
         np.save(path, hu)
@@ -92,7 +94,7 @@ def _projection_only(hu: np.ndarray, spacing, geometry, repeats: int, threads: i
                               capture_output=True, text=True, env=env, cwd=tree, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"projection timer failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])["s"]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _ours(hu: np.ndarray, spacing, geometry, repeats: int) -> dict:
@@ -113,14 +115,16 @@ def _ours(hu: np.ndarray, spacing, geometry, repeats: int) -> dict:
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
     images, peak = _extra_memory_mib(render)
-    mu, projections = plastimatch_mu(volume), []
+    mu, projections, projection_cpus = plastimatch_mu(volume), [], []
     with torch.no_grad():
         for _ in range(repeats):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             project(mu, spacing, ANGLES, geometry)
             projections.append(time.perf_counter() - started)
+            projection_cpus.append(time.process_time() - cpu)
     result = {"ours_s": statistics.median(walls), "ours_cpu_s": statistics.median(cpus), "ours_peak": peak,
-              "ours_project_s": statistics.median(projections), "images": images[0].numpy()}
+              "ours_project_s": statistics.median(projections),
+              "ours_project_cpu_s": statistics.median(projection_cpus), "images": images[0].numpy()}
     if hu.shape[0] <= 128 and torch.get_num_threads() == max(THREADS):  # training cost: forward + backward through the projector
         trainable = torch.from_numpy(hu)[None, None].requires_grad_()
         started = time.perf_counter()
@@ -213,10 +217,10 @@ def _table(rows: list[dict], repeats: int, have_plastimatch: bool, x2ct_mode_s: 
              f"'ours projection s': `project` alone on the attenuation volume (what Plastimatch's render times); "
              f"'old code': the same in a fresh process running the code of the baseline commit "
              f"(`x2ct.benchmarks.BASELINE_COMMIT`, checked out with `git worktree`).", ""]
-    header = "| volume | threads | ours s | ours CPU s | ours extra peak RSS MiB | ours projection s |"
+    header = "| volume | threads | ours s | ours CPU s | ours extra peak RSS MiB | ours projection s (CPU s) |"
     rule = "|---|---:|---:|---:|---:|---:|"
     if baseline is not None:
-        header += " old code projection s | old / new |"
+        header += " old code projection s (CPU s) | old / new, CPU s |"
         rule += "---:|---:|"
     if have_plastimatch:
         header += (" Plastimatch render s | Plastimatch run s | Plastimatch CPU s | Plastimatch peak RSS MiB |"
@@ -225,9 +229,10 @@ def _table(rows: list[dict], repeats: int, have_plastimatch: bool, x2ct_mode_s: 
     lines += [header, rule]
     for row in rows:
         line = (f"| {row['volume']} | {row['threads']} | {row['ours_s']:.3f} | {row['ours_cpu_s']:.3f} | "
-                f"{row['ours_peak']:.0f} | {row['ours_project_s']:.3f} |")
+                f"{row['ours_peak']:.0f} | {row['ours_project_s']:.3f} ({row['ours_project_cpu_s']:.3f}) |")
         if baseline is not None:
-            line += f" {row['old']:.3f} | {row['old'] / row['ours_project_s']:.2f}x |"
+            old = row["old"]
+            line += f" {old['s']:.3f} ({old['cpu_s']:.3f}) | {old['cpu_s'] / row['ours_project_cpu_s']:.2f}x |"
         if have_plastimatch:
             line += (f" {row['pm_render_s']:.3f} | {row['pm_s']:.3f} | {row['pm_cpu_s']:.3f} | {row['pm_peak']:.0f} |"
                      f" {row['ncc'][0]:.4f} | {row['ncc'][1]:.4f} | {row['mean_diff']:.4f} |")
