@@ -113,16 +113,21 @@ def prepare(xray: XRay, size: int, kind: str = "auto") -> PreparedView:
 def _kind(xray: XRay) -> str:
     """'drr' for a DRR x2ct made, else 'film'.
 
-    In memory a DRR says so (``source``). Read back from a file (the demo's
-    inputs, Slicer's temporary copies of its X-ray nodes) it is known by its
-    range: X2CT-mode DRRs lie in [0, 1], while films decoded from DICOM or
-    pictures hold stored integers (0..255, 0..4095, 0..32767...). A film
-    already scaled to [0, 1] is therefore taken as a DRR: pass kind="film".
+    In memory a DRR says so (``source``), and a DICOM film by its header.
+    Read back from a file (the demo's inputs, Slicer's temporary copies of its
+    X-ray nodes) a film is known by its values: films decoded from pictures or
+    integer volumes hold stored integers (0..255, 0..4095, 0..32767...), while
+    DRRs are fractional line integrals (X2CT-mode DRRs in [0, 1], raw ones a
+    little above). A film already scaled to fractions is therefore taken as a
+    DRR: pass kind="film".
     """
     if xray.metadata.get("source") == "x2ct drr":
         return "drr"
+    if "PhotometricInterpretation" in xray.metadata:
+        return "film"
     image = np.asarray(xray.image)
-    return "drr" if float(image.min()) >= 0.0 and float(image.max()) <= 1.0 else "film"
+    stored_integers = bool(np.all(image == np.round(image)))
+    return "film" if stored_integers and float(image.max()) > 1.0 else "drr"
 
 
 def _decode_record(xray: XRay, kind: str) -> dict:
