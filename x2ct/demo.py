@@ -14,10 +14,11 @@ reconstruction is also shown in red-cyan stereo and from the side (the
 lateral predicted from the PA film; ``x2ct.novelviews``).
 
 Outputs: CT volumes (NRRD), a side-by-side PNG of each prediction against
-the ground truth, metrics (Markdown and JSON) and, when the headless Slicer
-libraries are installed, renders of Slicer's views (MIP, cut-away) and a
-Slicer scene file (``X2CTReconstructionLib.demoscene``). Without them the
-rest is still written and the summary says what was skipped.
+the ground truth, and metrics (Markdown and JSON; ``metrics.json`` holds the
+run records). The Slicer half (renders of Slicer's views, the scene file) is
+the module's own: ``X2CTReconstructionLib.demoscene`` reads those records,
+and ``scripts/demo`` runs it after this, so the core never reaches up into
+the Slicer layer.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -43,7 +43,6 @@ FUSION_METHODS = ("henzler",)
 #: Display window of the PNGs: the lung window shows both lungs and bone on a chest.
 WINDOW = render.CT_WINDOWS["lung"]
 #: Folder holding the Slicer module (its Lib package is imported from there, as Slicer does).
-MODULE_FOLDER = Path(__file__).resolve().parents[1] / "X2CTReconstruction"
 
 
 @dataclasses.dataclass
@@ -81,13 +80,12 @@ class ChestCase:
         return resample(self.labels, grid, 0.0, interpolator="nearest")
 
 
-def run(out, log=print, models: list[str] | None = None, radiograph: bool = True, slicer: bool = True) -> dict:
+def run(out, log=print, models: list[str] | None = None, radiograph: bool = True) -> dict:
     """Run the demo into folder ``out``; return the summary (also written to ``summary.json``).
 
     ``models``: catalog ids or model folders (default: the built-in
     baseline and every shipped model). ``radiograph``: also reconstruct the
-    real chest radiograph. ``slicer``: render through headless Slicer and
-    write the scene file when its libraries are installed.
+    real chest radiograph.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,10 +111,6 @@ def run(out, log=print, models: list[str] | None = None, radiograph: bool = True
         records.append(record)
 
     table = write_metrics(records, out, outputs, log)
-    if slicer:
-        skipped += render_in_slicer(records, out, outputs, log)
-    else:
-        skipped.append("Slicer renders and scene file (turned off)")
 
     summary = {"outputs": outputs, "skipped": skipped, "runs": [r["name"] for r in records],
                "seconds": round(time.perf_counter() - started, 1)}
@@ -212,7 +206,7 @@ def reconstruct(item: Run, xrays: list[XRay], case: ChestCase | None, out: Path,
     record = {"name": item.name, "case": item.case, "model": item.model.id,
               "method": item.model.card.get("name", item.model.id), "views": list(item.views),
               "fusion": item.fusion, "seconds": round(seconds, 2), "device": result.device,
-              "notes": result.notes, "volume": str(volume_path),
+              "notes": result.notes, "volume": str(volume_path), "preparation": result.preparation,
               "reprojection": reprojection(result)}
     if case is not None:
         truth = case.truth(result.volume.shape[0])
@@ -227,6 +221,8 @@ def reconstruct(item: Run, xrays: list[XRay], case: ChestCase | None, out: Path,
     else:
         figure = render.side_by_side([
             render.xray_panel(xrays[0], height=512, lines=["input: real CR radiograph"]),
+            render.xray_panel(XRay(np.asarray(result.views[0]), view="frontal"), height=512,
+                              lines=["prepared input (what the network saw)"]),
             render.ct_planes(result.volume, *WINDOW, title=item.name),
         ])
         key = f"{item.name}-preview"
@@ -284,29 +280,3 @@ def _n(value, digits: int) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     return f"{value:.{digits}f}"
-
-
-def render_in_slicer(records: list[dict], out: Path, outputs: dict, log) -> list[str]:
-    """Slicer renders and the scene file; returns what was skipped (and why) when Slicer is unavailable."""
-    try:
-        demoscene = _demoscene()
-    except ImportError as error:
-        reason = (f"Slicer renders (MIP, cut-away) and the scene file .mrb: the headless Slicer libraries "
-                  f"are not installed ({error}); install them with: pip install 'trame-slicer[standalone]==2.0.0'")
-        log(f"  skipped: {reason}")
-        return [reason]
-    log("x2ct demo: rendering in headless Slicer and writing the scene")
-    outputs.update(demoscene.build(records, out, log=log))
-    return []
-
-
-def _demoscene():
-    """``X2CTReconstructionLib.demoscene``, importable from a source checkout as inside Slicer."""
-    import slicer_core  # noqa: F401  (fails fast, with a clear message, when slicer-core is missing)
-    import trame_slicer.core  # noqa: F401
-
-    if str(MODULE_FOLDER) not in sys.path:
-        sys.path.insert(0, str(MODULE_FOLDER))
-    from X2CTReconstructionLib import demoscene
-
-    return demoscene

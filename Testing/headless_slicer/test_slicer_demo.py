@@ -13,7 +13,7 @@ def test_reduced_demo_renders_views_and_writes_a_scene_that_loads_back(slicer_ap
     from x2ct import demo
     from X2CTReconstructionLib import demoscene
 
-    demo.run(tmp_path, log=lambda line: None, models=["back-projection"], radiograph=False, slicer=False)
+    demo.run(tmp_path, log=lambda line: None, models=["back-projection"], radiograph=False)
     records = json.loads((tmp_path / "metrics.json").read_text())["runs"]
     for field in ("name", "model", "views", "fusion", "seconds", "metrics", "reprojection"):
         assert field in records[0]

@@ -1,7 +1,8 @@
 """The Slicer half of ``x2ct demo``: the demo's results in a scene, pictures of Slicer's views, a .mrb file.
 
-``x2ct.demo`` writes the volumes and metrics without Slicer; ``build`` then
-loads them into a headless Slicer scene (slicer-core), lets the module's
+``x2ct.demo`` writes the volumes and metrics (with the run records) without
+Slicer; ``build`` (``python -m X2CTReconstructionLib.demoscene OUT``, run by
+``scripts/demo`` after ``x2ct demo``) then loads them into a headless Slicer scene (slicer-core), lets the module's
 Logic show each CT as the module does (``showOutputs``: CT window, volume
 rendering with a cut-away ROI, MIP rendering, MIP volumes) and compare it
 with the ground truth (``compare``: metrics table, difference volume,
@@ -13,8 +14,10 @@ Imports ``slicer`` and ``vtk`` (no ``qt``); needs ``trame-slicer`` for the views
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -190,3 +193,24 @@ def _row(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
     for image in images:
         parts += [image, spacer]
     return np.concatenate(parts[:-1], axis=1)
+
+
+def main(argv=None) -> int:
+    """The Slicer half of the demo on the outputs of ``x2ct demo --out OUT``."""
+    parser = argparse.ArgumentParser(prog="python -m X2CTReconstructionLib.demoscene",
+                                     description="Render x2ct demo's results in Slicer's views and write scene.mrb.")
+    parser.add_argument("out", type=Path, help="the folder x2ct demo wrote (holds metrics.json)")
+    args = parser.parse_args(argv)
+    metrics = args.out / "metrics.json"
+    if not metrics.is_file():
+        print(f"error: {metrics} does not exist; run x2ct demo --out {args.out} first.", file=sys.stderr)
+        return 2
+    written = build(json.loads(metrics.read_text())["runs"], args.out)
+    print(f"x2ct demo (Slicer): done. Outputs in {args.out.resolve()}:")
+    for key, path in written.items():
+        print(f"  {key:40s} {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
