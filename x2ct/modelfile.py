@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from x2ct.checksum import sha256_file
+from x2ct.hashcache import cached_sha256
 from x2ct.errors import InputError
 from x2ct.schema import read_json, validate
 
@@ -122,7 +123,7 @@ def checked_weights(card: dict, max_bytes: int | None = None) -> Path:
                          "into the folder.")
     if max_bytes is not None and weights.stat().st_size > max_bytes:
         return weights
-    actual = sha256_file(weights)
+    actual = cached_sha256(weights)
     if actual != card["sha256"]:
         raise InputError(f"Checksum mismatch for {weights}: the card expects sha256 {card['sha256']}, the file "
                          f"has {actual}. The file is corrupt or was changed; re-import the model.")
