@@ -218,6 +218,7 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.ui.removeViewButton.connect("clicked(bool)", self.onRemoveView)
         self.ui.moreViewsList.connect("currentRowChanged(int)", lambda row: self.updateButtons())
         self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
+        self.ui.importPublishedButton.connect("clicked(bool)", self.onImportPublished)
         self.initializeParameterNode()
 
     def makePollTimer(self):
@@ -443,10 +444,23 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
     def onImportModel(self) -> None:
         """Copy a model folder into the user models, then select it; a refused folder says why."""
         folder = qt.QFileDialog.getExistingDirectory(self.parent, _("Import a model folder (model.json + weights)"))
-        if not folder:
-            return
+        if folder:
+            self._importWith(lambda: self.logic.importModel(folder))
+
+    def onImportPublished(self) -> None:
+        """Import the X2CT-GAN authors' checkpoint (a background process), then select it; a refusal says why."""
+        path = qt.QFileDialog.getOpenFileName(
+            self.parent, _("Import the X2CT-GAN authors' generator"), "",
+            _("PyTorch checkpoints") + " (*.pth *.pt);;" + _("All files") + " (*)")
+        if path:
+            self.ui.statusLabel.text = _("Importing {file} (a paper-size network: about a minute)...").format(
+                file=path)
+            self._importWith(lambda: self.logic.importPublished(path))
+
+    def _importWith(self, importer) -> None:
+        """Run ``importer`` (returns the new model id); select the model, or show why it was refused."""
         try:
-            modelId = self.logic.importModel(folder)
+            modelId = importer()
         except (X2CTError, ImportError, OSError) as error:  # ImportError: checking weights needs torch
             reason = dependencies.importProblem(error) if isinstance(error, ImportError) else error
             self._message = _("Model not imported: {error}").format(error=reason)

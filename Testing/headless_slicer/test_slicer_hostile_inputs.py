@@ -114,3 +114,27 @@ def test_a_model_with_nan_weights_adds_no_node(scene, work):
     _nan_weights(work["model"])
     message = _refused(scene, lambda: logic.reconstruct(frontal, lateral, model=str(work["model"]), device="cpu"))
     assert "NaN" in message
+
+
+def test_a_published_checkpoint_that_is_not_one_is_refused_and_installs_nothing(scene, work, tmp_path):
+    """Import published... runs x2ct catalog import-published in the background; its refusal is the logic's line."""
+    logic = ReconstructionLogic(scene)
+    garbage = tmp_path / "90_net_G.pth"
+    garbage.write_bytes(b"not a checkpoint at all" * 40)
+    message = _refused(scene, lambda: logic.importPublished(garbage))
+    assert "checkpoint" in message and "90_net_G.pth" in message
+    marker = tmp_path / "ran"
+    hostile = tmp_path / "30_net_G.pth"
+    torch.save({"x": _RunsCode(str(marker))}, hostile)
+    assert "refused" in _refused(scene, lambda: logic.importPublished(hostile, views=1))
+    assert not marker.exists() and not work["users"].exists()
+
+
+class _RunsCode:
+    """A pickle payload that would create ``path`` when unpickled."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))

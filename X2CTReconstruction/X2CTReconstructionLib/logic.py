@@ -111,6 +111,29 @@ class ReconstructionLogic:
 
         return catalog.import_model(folder, modelId).id
 
+    def importPublished(self, path, views: int | None = None, modelId: str | None = None) -> str:
+        """Import the X2CT-GAN authors' released generator (a .pth file) as a catalog model; return its id.
+
+        Runs ``x2ct catalog import-published`` in a background process (a
+        paper-size network is built and ~250 MB written) while Slicer keeps
+        processing events. The file is read with torch.load(weights_only=True)
+        only; a refused file raises X2CTError with the reason and installs nothing.
+        """
+        from x2ct import catalog
+
+        arguments = ["catalog", "import-published", "x2ct-gan", str(path)]
+        arguments += ["--views", str(views)] if views else []
+        arguments += ["--id", modelId] if modelId else []
+        before = {entry.id for entry in catalog.entries()}
+        job = jobs.Job(arguments)
+        while job.running:
+            job.poll()
+            jobs.pause(POLL_SECONDS)
+        if job.returncode != 0:
+            raise X2CTError(job.error)
+        added = [entry.id for entry in catalog.entries() if entry.id not in before]
+        return added[0] if added else (modelId or "")
+
     def deviceChoices(self) -> list[str]:
         """Devices a reconstruction can be asked to run on here: auto and cpu, plus cuda / mps when present."""
         return request.available_devices()
