@@ -210,8 +210,16 @@ def test_show_outputs_twice_updates_the_same_nodes(scene, slicer_app, phantom, p
     assert frontal_drr.GetNodeReference(outputs.DRR_INPUT) is frontal
     assert frontal_drr.GetNodeReference(outputs.SOURCE) is ct
     assert glue.xray_from_volume_node(frontal_drr).view == frontal.GetAttribute(glue.VIEW_ATTRIBUTE)
-    expected_drr, _ = outputs.reprojection(glue.volume_from_volume_node(ct), glue.xray_from_volume_node(frontal))
+    expected_drr, expected_seen, _ = outputs.reprojection(glue.volume_from_volume_node(ct),
+                                                          glue.xray_from_volume_node(frontal))
     np.testing.assert_allclose(glue.xray_from_volume_node(frontal_drr).image, expected_drr.image, rtol=1e-5, atol=1e-6)
+    assert [n.GetID() for n in second["reprojection"]["prepared"]] == [
+        n.GetID() for n in first["reprojection"]["prepared"]]
+    frontal_seen = second["reprojection"]["prepared"][0]
+    assert frontal_seen.GetNodeReference(outputs.DRR_INPUT) is frontal
+    assert frontal_seen.GetAttribute(glue.KIND_ATTRIBUTE) == "prepared"
+    np.testing.assert_allclose(glue.xray_from_volume_node(frontal_seen).image, expected_seen.image, atol=1e-6)
+    assert ras_bounds(frontal_seen)[1] < ras_bounds(frontal_drr)[0], "the prepared input is not beside the DRR"
     assert ras_bounds(frontal_drr)[1] < ras_bounds(frontal)[0], "the refilled DRR left its place beside the input"
 
     other = glue.volume_node_from_volume(phantom, "another CT", scene)

@@ -321,19 +321,24 @@ def mip_nodes(node, volume: Volume) -> dict:
 # --- re-projection check -----------------------------------------------------------------------------
 
 
-def reprojection(volume: Volume, xray: XRay) -> tuple[XRay, float]:
-    """The output's DRR at the X-ray's view (X2CT mode) and its NCC with the X-ray prepared as the model saw it."""
+def reprojection(volume: Volume, xray: XRay) -> tuple[XRay, XRay, float]:
+    """The output's DRR at the X-ray's view (X2CT mode), the X-ray prepared as the model saw it
+    (``x2ct.io.prepare``: borders, field, intensity), on the DRR's grid, and their NCC."""
     from x2ct.inference import prepare_view
     from x2ct.metrics import reprojection_consistency
     from x2ct.physics import X2CT_SIZE, drr
 
     rendered = drr(volume, xray.view, mode="x2ct", x2ct_size=X2CT_SIZE)
     seen, _ = prepare_view(xray, X2CT_SIZE)
-    return rendered, float(reprojection_consistency([seen], [rendered.image])["ncc"])
+    prepared = XRay(np.asarray(seen, dtype=np.float32), rendered.pixel_spacing, rendered.view)
+    return rendered, prepared, float(reprojection_consistency([seen], [rendered.image])["ncc"])
 
 
 def reprojection_check(ct_node, xray_nodes=None) -> dict:
-    """DRRs of the CT at its input X-rays' views, added beside them, and their NCC (``ReconstructionLogic.reprojectionCheck``)."""
+    """DRRs of the CT at its input X-rays' views, added beside them, and their NCC (``ReconstructionLogic.reprojectionCheck``).
+
+    Beside each DRR, the input as the network saw it (``prepared``), so a user sees what was cropped, scaled and
+    matched."""
     nodes = input_nodes(ct_node) if xray_nodes is None else list(xray_nodes)
     if not nodes:
         raise InputError(f"No X-ray nodes to check {ct_node.GetName()!r} against; select the input X-rays.")
@@ -345,14 +350,20 @@ def reprojection_check(ct_node, xray_nodes=None) -> dict:
         xray = (scene_glue.xray_for_role(node, "frontal") if view is None
                 else scene_glue.xray_from_volume_node(node, view=normalise_view(view)))
         rendered.append((node, xray.view, *reprojection(volume, xray)))
-    result = {"drrs": [], "ncc": [], "views": []}
-    for node, view, drr, ncc in rendered:
+    result = {"drrs": [], "prepared": [], "ncc": [], "views": []}
+    for node, view, drr, prepared, ncc in rendered:
         of_input = {DRR_INPUT: node}
         earlier = linked_node(ct_node.GetScene(), "vtkMRMLScalarVolumeNode", ct_node, "drr", **of_input)
         drr_node = drr_node_beside(drr, node, f"{ct_node.GetName()} DRR {view}", existing=earlier)
         link(drr_node, ct_node, "drr", **of_input)
         drr_node.SetAttribute("X2CT.NCC", repr(ncc))
+        earlier = linked_node(ct_node.GetScene(), "vtkMRMLScalarVolumeNode", ct_node, "prepared", **of_input)
+        prepared_node = drr_node_beside(prepared, drr_node, f"{ct_node.GetName()} prepared input {view}",
+                                        existing=earlier)  # what the network saw, beside the DRR it is compared with
+        prepared_node.SetAttribute(scene_glue.KIND_ATTRIBUTE, "prepared")
+        link(prepared_node, ct_node, "prepared", **of_input)
         result["drrs"].append(drr_node)
+        result["prepared"].append(prepared_node)
         result["ncc"].append(ncc)
         result["views"].append(str(view))
     ct_node.SetAttribute(REPROJECTION_NCC, json.dumps(dict(zip(result["views"], result["ncc"]))))
