@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 import math
 import re
-import stat
-from pathlib import Path
 
 from x2ct.errors import InputError
+from x2ct.io.files import read_small_file
 
 #: Largest JSON file read (a model card is a few kB).
 MAX_JSON_BYTES = 1 << 20
@@ -23,23 +22,10 @@ _TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number"
 
 def read_json(path, what: str, max_bytes: int = MAX_JSON_BYTES):
     """The parsed content of a small JSON file, or an InputError saying what is wrong with it."""
-    path = Path(path)
+    raw = read_small_file(path, what, max_bytes, "give a JSON file")
     try:
-        info = path.stat()
-    except OSError as error:
-        raise InputError(f"Cannot read {what} {path} ({error.strerror}).") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise InputError(f"{what} {path} is not a regular file.")
-    if info.st_size > max_bytes:
-        raise InputError(f"{what} {path} is {info.st_size / 2**20:.1f} MiB; at most {max_bytes // 1024} KiB is "
-                         "accepted. Check it is the right file.")
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(max_bytes + 1)
         return json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constant,
                           parse_float=_finite)
-    except OSError as error:
-        raise InputError(f"Cannot read {what} {path} ({error.strerror}).") from None
     except UnicodeDecodeError:
         raise InputError(f"{what} {path} is not UTF-8 text; save it as UTF-8 JSON.") from None
     except RecursionError:

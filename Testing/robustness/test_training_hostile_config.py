@@ -104,7 +104,7 @@ def test_non_utf8_bytes_are_refused(tmp_path, capfd):
 def test_oversized_config_is_refused_before_reading(tmp_path, capfd):
     path = tmp_path / "big.yaml"
     path.write_text(BASE + "#" * (yamlfile.MAX_BYTES + 10) + "\n")
-    refused_config(path, tmp_path, capfd, "a config is at most 256 KiB")
+    refused_config(path, tmp_path, capfd, "at most 256 KiB")
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")

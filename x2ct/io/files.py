@@ -70,3 +70,29 @@ def is_same_file(a, b) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return os.path.abspath(a) == os.path.abspath(b)
+
+
+def read_small_file(path, what: str, max_bytes: int, hint: str) -> bytes:
+    """The bytes of a small regular file (a card, a config, a pointer), or an InputError.
+
+    A FIFO, device or folder is refused from ``stat`` without being opened
+    (opening a FIFO blocks), and no more than ``max_bytes`` + 1 bytes are read
+    whatever size the file claims. ``what`` names the file in messages ("The
+    config"); ``hint`` says what to give instead of a special file.
+    """
+    path = Path(path)
+    limit = f"at most {max_bytes // 1024} KiB is accepted" if max_bytes >= 1024 else f"at most {max_bytes} bytes"
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{what} {path} is not a regular file; {hint}.")
+        if info.st_size > max_bytes:
+            size = f"{info.st_size / 2**20:.1f} MiB" if info.st_size >= 2**20 else f"{info.st_size / 1024:.0f} KiB"
+            raise InputError(f"{what} {path} is {size}; {limit}. Check it is the right file.")
+        with open(path, "rb") as handle:
+            raw = handle.read(max_bytes + 1)
+    except OSError as error:
+        raise InputError(f"Cannot read {what[0].lower() + what[1:]} {path} ({error.strerror}).") from None
+    if len(raw) > max_bytes:
+        raise InputError(f"{what} {path} grew over {limit} while being read. Check it is the right file.")
+    return raw

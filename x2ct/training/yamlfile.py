@@ -12,12 +12,11 @@ and what to do.
 
 from __future__ import annotations
 
-import stat
-from pathlib import Path
 
 import yaml
 
 from x2ct.errors import InputError
+from x2ct.io.files import read_small_file
 
 #: Largest config read (shipped configs are about 1 kB).
 MAX_BYTES = 256 * 1024
@@ -79,23 +78,7 @@ def parse(text: str, source: str):
 
 def read(path) -> object:
     """The content of a YAML file, after checking it is a small regular UTF-8 file."""
-    path = Path(path)
-    try:
-        info = path.stat()
-    except OSError as error:
-        raise InputError(f"Cannot read the config {path} ({error.strerror}).") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise InputError(f"The config {path} is not a regular file; give a YAML file.")
-    if info.st_size > MAX_BYTES:
-        raise InputError(f"The config {path} is {info.st_size / 1024:.0f} KiB; a config is at most "
-                         f"{MAX_BYTES // 1024} KiB. Check it is the right file.")
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_BYTES + 1)
-    except OSError as error:
-        raise InputError(f"Cannot read the config {path} ({error.strerror}).") from None
-    if len(raw) > MAX_BYTES:
-        raise InputError(f"The config {path} is over {MAX_BYTES // 1024} KiB. Check it is the right file.")
+    raw = read_small_file(path, "The config", MAX_BYTES, "give a YAML file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
