@@ -221,8 +221,7 @@ def reconstruct(item: Run, xrays: list[XRay], case: ChestCase | None, out: Path,
     else:
         figure = render.side_by_side([
             render.xray_panel(xrays[0], height=512, lines=["input: real CR radiograph"]),
-            render.xray_panel(XRay(np.asarray(result.views[0]), view="frontal"), height=512,
-                              lines=["prepared input (what the network saw)"]),
+            render.xray_panel(prepared_view(result), height=512, lines=["prepared input (what the network saw)"]),
             render.ct_planes(result.volume, *WINDOW, title=item.name),
         ])
         key = f"{item.name}-preview"
@@ -231,6 +230,13 @@ def reconstruct(item: Run, xrays: list[XRay], case: ChestCase | None, out: Path,
     outputs[key] = str(path)
     record["figure"] = str(path)
     return record
+
+
+def prepared_view(result: inference.Reconstruction) -> XRay:
+    """The first input as the network saw it, on the training DRRs' detector (its pixels span that detector)."""
+    view = np.asarray(result.views[0])
+    pixel_mm = physics.X2CT_GEOMETRY.detector_mm[0] / view.shape[0]
+    return XRay(view, (pixel_mm, pixel_mm), "frontal", sad=physics.X2CT_GEOMETRY.sad, sid=physics.X2CT_GEOMETRY.sid)
 
 
 def reprojection(result: inference.Reconstruction) -> dict:
