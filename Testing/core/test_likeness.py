@@ -69,7 +69,8 @@ def test_non_chest_images_are_warned_about():
     pink = np.real(np.fft.ifft2(spectrum / np.maximum(frequency, 1 / 256)))  # natural-image-like 1/f noise
     chest = read_ct(sampledata.path("chest-ct"))
     ct_slice = np.asarray(chest.array[chest.shape[0] // 2], np.float32)  # an axial CT slice given as an X-ray
-    cases = {"head CT DRR": drr_of(head), "limb phantom DRR": drr_of(limb_ct),
+    cases = {"head CT DRR": drr_of(head), "head atlas as shipped (0 HU around it)": drr_of(atlas),
+             "limb phantom DRR": drr_of(limb_ct),
              "1/f noise picture": XRay(pink, metadata={"pixel_spacing_source": "assumed", "source": "noise.png"}),
              "CT slice as X-ray": XRay(np.maximum(ct_slice, -1024), (0.7, 0.7),
                                        metadata={"pixel_spacing_source": "file", "source": "slice.png"})}

@@ -19,17 +19,21 @@ every step and records each in ``PreparedView.steps`` (provenance):
    known pixel spacing the scale comes from it (and the SID/SAD when given);
    otherwise from the detected lung field, whose width and centre are put
    where they lie in the training DRRs; failing both, the whole image is
-   fitted (as before). The record says which. A small tilt is not
-   corrected: a midline fit was not reliable on the sample film, and the
-   film simulation trains the models with rotations of +-5 degrees.
-5. ``normalise``: the DRRs' own normalisation (``x2ct_normalise``).
-6. ``intensity`` (films): histogram matching to the training DRRs' value
+   fitted (as before). The record says which.
+5. ``align`` (films): the window of step 4, and the whole image as a second
+   start, refined by registration to the mean training DRR of the view's
+   angle (``x2ct.io.align``: zoom and shift, or shift only when the spacing
+   sets the scale), kept only when it matches the mean DRR better. A tilt
+   is not corrected (it did not help on simulated films; the film
+   simulation trains the models with rotations of +-5 degrees).
+6. ``normalise``: the DRRs' own normalisation (``x2ct_normalise``).
+7. ``intensity`` (films): histogram matching to the training DRRs' value
    distribution for the view's angle (quantiles in ``drr_reference.json``).
 
 Kinds: ``film`` runs every step; ``drr`` (a DRR made by x2ct, in memory or
 read back from a file: values in [0, 1]) only decode, field (from spacing)
 and normalise, exactly as before; ``auto`` picks one of the two (``_kind``).
-The reference statistics (lung field, quantiles, and the input-likeness
+The reference statistics (lung field, quantiles, mean view, and the input-likeness
 model of ``x2ct.likeness``) are computed from training DRRs by
 ``python -m x2ct.io.prepare_reference`` (docs/real-radiographs.md).
 """
@@ -98,8 +102,10 @@ def prepare(xray: XRay, size: int, kind: str = "auto") -> PreparedView:
             image = _polarity(image, steps, notes, name)
         image = _borders(image, steps, notes, name)
         lungs = lung_field(image)
-    image = _field(image, spacing, spacing_known, xray, lungs, angle, steps, notes, name)
-    view = _normalise(image, size)
+    window = _field(image, spacing, spacing_known, xray, lungs, angle, steps, notes, name)
+    if kind == "film":
+        window = _align(image, window, angle, spacing_known, steps, notes, name)
+    view = _normalise(_crop_or_pad(image, *window), size)
     steps.append({"step": "normalise", "how": "x2ct_normalise: minimum subtracted, divided by the maximum, 8-bit "
                                               f"levels, {DETECTOR_PIXELS} -> {size} pixels"})
     if kind == "film":
@@ -259,8 +265,8 @@ def field_box(mask: np.ndarray) -> tuple[float, float, float, float]:
 
 
 def _field(image, spacing, spacing_known: bool, xray: XRay, lungs, angle: float, steps: list, notes: list,
-           name: str) -> np.ndarray:
-    """Crop or pad to the training field, centred on the lungs where they were found."""
+           name: str) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The window (centre, size_rc) of the training field, centred on the lungs where they were found."""
     reference = reference_for(angle)
     rows, cols = image.shape
     record: dict = {"step": "field"}
@@ -300,11 +306,41 @@ def _field(image, spacing, spacing_known: bool, xray: XRay, lungs, angle: float,
     else:
         centre = (rows / 2.0, cols / 2.0)
         record["centre"] = "image centre"
-    out = _crop_or_pad(image, centre, size_rc)
-    record["crop_rows_cols"] = [round(centre[0] - size_rc[0] / 2, 1), round(centre[1] - size_rc[1] / 2, 1),
-                                round(size_rc[0], 1), round(size_rc[1], 1)]
+    record["crop_rows_cols"] = _window_record(centre, size_rc)
     steps.append(record)
-    return out
+    return centre, size_rc
+
+
+def _window_record(centre, size_rc) -> list[float]:
+    """A window as (top, left, rows, cols) working pixels, rounded for provenance."""
+    return [round(float(centre[0] - size_rc[0] / 2), 1), round(float(centre[1] - size_rc[1] / 2), 1),
+            round(float(size_rc[0]), 1), round(float(size_rc[1]), 1)]
+
+
+def _align(image, window, angle: float, spacing_known: bool, steps: list, notes: list, name: str):
+    """Refine the field window by registering the view to the mean training DRR (``x2ct.io.align``)."""
+    from x2ct.io.align import refine_window
+
+    reference = reference_for(angle)
+    if reference is None or "mean_view" not in reference:
+        steps.append({"step": "align", "aligned": False, "why": f"no mean training DRR for {angle:g} degrees"})
+        return window
+    mean_view = np.asarray(reference["mean_view"], dtype=np.float32)
+
+    def preview(centre, size_rc):  # the view of a window as the registration sees it
+        return match_intensity(_normalise(_crop_or_pad(image, centre, size_rc), mean_view.shape[0]), angle)
+
+    rows, cols = image.shape
+    whole = ((rows / 2.0, cols / 2.0), window[1] if spacing_known else (float(max(rows, cols)),) * 2)
+    refined, record = refine_window(preview, [window, whole], mean_view, scale=not spacing_known)
+    record["step"] = "align"
+    if record["aligned"]:
+        record["crop_rows_cols"] = _window_record(*refined)
+        notes.append(f"{name}: field refined by registration to the mean training DRR ("
+                     + ("translation only: the pixel spacing sets the scale" if spacing_known else
+                        f"zoom x{1.0 / record['scale']:.2f}") + ").")
+    steps.append(record)
+    return refined
 
 
 def _crop_or_pad(image: np.ndarray, centre, size_rc) -> np.ndarray:

@@ -8,12 +8,16 @@ shipped models' training views) of pseudo-patients of both real CTs
 
 * ``quantiles``: the mean quantile function (101 levels) of the training
   views: the target of the preparation's histogram matching;
+* ``mean_view``: the mean training view (64 pixels), the target of the
+  preparation's registration (``x2ct.io.align``);
 * ``lung_field``: the median lung field (top row, centre column, height,
   width as fractions of the side; ``x2ct.io.prepare.field_box``) of the lung
   labels projected in the DRRs' geometry;
 * ``likeness``: the input-likeness model (``x2ct.likeness``) fitted on the
   training views, clean and ``--films`` film-simulated copies of each, all
-  prepared as real films are; its threshold from the held-out seeds.
+  prepared as real films are; its threshold from the held-out seeds;
+* ``film_agreement``: how well the preparation undoes the film simulation
+  (NCC of prepared held-out films with their clean DRRs).
 
 Takes a few minutes on two CPU cores (DRRs are cached in the user cache).
 """
@@ -34,6 +38,8 @@ from x2ct.io import prepare
 
 ANGLES = (0.0, 90.0)
 VIEW_PIXELS = 128
+#: Side of the stored mean training DRR (the registration target of ``x2ct.io.align``).
+MEAN_VIEW_PIXELS = 64
 
 
 def training_views(seeds) -> tuple[np.ndarray, np.ndarray]:
@@ -70,14 +76,17 @@ def as_xray(view: np.ndarray, angle: float, spacing_known: bool) -> XRay:
     return XRay(view, (1.0, 1.0), angle, metadata=metadata)
 
 
-def prepared_features(views: np.ndarray, angle_index: int, films: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def prepared_features(views: np.ndarray, angle_index: int, films: int, seed: int) -> tuple[np.ndarray, np.ndarray,
+                                                                                           list[float]]:
     """Likeness features of each view prepared as a film: clean (spacing known), then ``films`` film-simulated
-    copies (spacing unknown, as a picture); (thumbnails (N, T), scalars (N, 3))."""
+    copies (spacing unknown, as a picture); (thumbnails (N, T), scalars (N, 3), and the NCC of each prepared
+    film with its clean view: how well the preparation undoes the film)."""
     from x2ct.data import film
+    from x2ct.io.align import ncc
 
     rng = np.random.default_rng(seed)
     angle = ANGLES[angle_index]
-    out = []
+    out, agreement = [], []
     for case in views:
         view = case[angle_index]
         out.append(likeness.features(prepare.prepare(as_xray(view, angle, True), VIEW_PIXELS, "film").view, angle))
@@ -85,10 +94,14 @@ def prepared_features(views: np.ndarray, angle_index: int, films: int, seed: int
             filmed = film.simulate(view, rng)[0]
             prepared = prepare.prepare(as_xray(filmed, angle, False), VIEW_PIXELS, "film").view
             out.append(likeness.features(prepared, angle))
-    return np.array([t for t, _ in out]), np.array([s for _, s in out])
+            agreement.append(ncc(prepared, view))
+    return np.array([t for t, _ in out]), np.array([s for _, s in out]), agreement
 
 
 def build(train: int, held_out: int, films: int, out: Path) -> dict:
+    import torch
+    import torch.nn.functional as F
+
     from x2ct.data import simulate
 
     train_views, train_fields = training_views(simulate.seeds("train")[:train])
@@ -102,18 +115,25 @@ def build(train: int, held_out: int, films: int, out: Path) -> dict:
     for index, angle in enumerate(ANGLES):
         views = train_views[:, index]
         quantiles = np.mean([np.quantile(v, np.linspace(0.0, 1.0, 101)) for v in views], axis=0)
+        mean_view = F.interpolate(torch.from_numpy(views.mean(axis=0))[None, None].float(), size=MEAN_VIEW_PIXELS,
+                                  mode="area")[0, 0].numpy()
         reference["views"].append({"angle": angle, "quantiles": np.round(quantiles, 5).tolist(),
+                                   "mean_view": np.round(mean_view, 4).tolist(),
                                    "lung_field": np.round(np.median(train_fields[:, index], axis=0), 4).tolist(),
                                    "lung_field_spread": np.round(train_fields[:, index].std(axis=0), 4).tolist()})
     _write(reference, out)  # the preparation below uses the quantiles and lung fields
     for index, entry in enumerate(reference["views"]):
-        model = likeness.fit(*prepared_features(train_views, index, films, seed=index))
-        scores = [likeness.score_features(t, s, model)
-                  for t, s in zip(*prepared_features(held_views, index, films, seed=100 + index))]
+        model = likeness.fit(*prepared_features(train_views, index, films, seed=index)[:2])
+        thumbnails, scalars, agreement = prepared_features(held_views, index, films, seed=100 + index)
+        scores = [likeness.score_features(t, s, model) for t, s in zip(thumbnails, scalars)]
         model.update(threshold=likeness.threshold(scores), held_out_scores={
             "count": len(scores), "median": float(np.median(scores)), "max": float(np.max(scores)),
             "percentile_99": float(np.percentile(scores, 99))})
         entry["likeness"] = model
+        entry["film_agreement"] = {"what": "NCC of held-out film-simulated views, prepared as pictures (spacing "
+                                           "unknown), with their clean DRRs",
+                                   "count": len(agreement), "median": round(float(np.median(agreement)), 4),
+                                   "percentile_10": round(float(np.percentile(agreement, 10)), 4)}
     _write(reference, out)
     return reference
 
@@ -140,7 +160,8 @@ def main(argv=None) -> int:
     for view in reference["views"]:
         model = view["likeness"]
         print(f"{view['angle']:g} deg: lung field {view['lung_field']} (sd {view['lung_field_spread']}), likeness "
-              f"threshold {model['threshold']:.3f} (held-out {model['held_out_scores']})")
+              f"threshold {model['threshold']:.3f} (held-out {model['held_out_scores']}); prepared films vs clean "
+              f"DRRs: {view['film_agreement']}")
     print(args.out)
     return 0
 
