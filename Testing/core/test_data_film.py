@@ -133,3 +133,27 @@ def test_batch_and_training_augmentation_option():
     first = augment(views, ct, angles, on, torch.Generator().manual_seed(5))[0]
     again, again_ct = augment(views, ct, angles, on, torch.Generator().manual_seed(5))
     assert torch.equal(first, again) and torch.equal(again_ct, ct) and not torch.equal(first, views)
+
+
+def test_films_can_be_prepared_as_at_inference():
+    """``film_prepare``: each film goes on through x2ct.io.prepare as a picture would (seeded: same film, same view)."""
+    from x2ct.image import XRay
+    from x2ct.io.prepare import prepare
+    from x2ct.training.augment import augment
+    from x2ct.training.config import AugmentConfig
+
+    views = torch.from_numpy(np.stack([chest_view(), chest_view()])).float()[None]  # (1, 2, S, S)
+    angles = torch.tensor([[0.0, 90.0]])
+    prepared = film.simulate_batch(views, 1.0, seed=3, angles=angles)
+    raw = film.simulate_batch(views, 1.0, seed=3)
+    for index, angle in enumerate((0.0, 90.0)):
+        picture = XRay(raw[0, index].numpy(), (1.0, 1.0), angle, metadata={
+            "pixel_spacing_source": "assumed", "PhotometricInterpretation": "MONOCHROME2"})
+        expected = prepare(picture, views.shape[-1], "film").view
+        np.testing.assert_array_equal(prepared[0, index].numpy(), expected)
+    setting = AugmentConfig(film_p=1.0, film_prepare=True)
+    first = augment(views, torch.zeros(1, 1, 8, 8, 8), angles, setting, torch.Generator().manual_seed(5))[0]
+    assert torch.equal(first, augment(views, torch.zeros(1, 1, 8, 8, 8), angles, setting,
+                                      torch.Generator().manual_seed(5))[0])
+    assert not torch.equal(first, augment(views, torch.zeros(1, 1, 8, 8, 8), angles,
+                                          AugmentConfig(film_p=1.0), torch.Generator().manual_seed(5))[0])

@@ -127,19 +127,38 @@ def simulate(view: np.ndarray, rng: np.random.Generator, settings: FilmSettings 
     return (np.floor(np.clip(image / peak, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32), drawn
 
 
-def simulate_batch(views, probability: float, seed: int, settings: FilmSettings = DEFAULT_FILM):
-    """Views (..., S, S) (numpy or torch): each filmed with ``probability``, draws seeded by ``seed``."""
+def simulate_batch(views, probability: float, seed: int, settings: FilmSettings = DEFAULT_FILM, angles=None):
+    """Views (..., S, S) (numpy or torch): each filmed with ``probability``, draws seeded by ``seed``.
+
+    ``angles`` (broadcastable to the views' leading shape, degrees): each film is then prepared as a real
+    film given as a picture is at inference (``x2ct.io.prepare``, pixel spacing unknown).
+    """
     import torch
 
     rng = np.random.default_rng(seed)
     flat = np.asarray(views.detach().cpu() if torch.is_tensor(views) else views, dtype=np.float32)
     shape = flat.shape
     flat = flat.reshape(-1, *shape[-2:]).copy()
+    view_angles = None if angles is None else np.broadcast_to(
+        np.asarray(angles.detach().cpu() if torch.is_tensor(angles) else angles, dtype=np.float64),
+        shape[:-2]).reshape(-1)
     for index in range(flat.shape[0]):
         if rng.random() < probability:
             flat[index] = simulate(flat[index], rng, settings)[0]
+            if view_angles is not None:
+                flat[index] = _prepared(flat[index], float(view_angles[index]))
     out = flat.reshape(shape)
     return torch.from_numpy(out).to(views) if torch.is_tensor(views) else out
+
+
+def _prepared(film: np.ndarray, angle: float) -> np.ndarray:
+    """A simulated film prepared as a picture (no spacing; a MONOCHROME2 film: no polarity guess)."""
+    from x2ct.image import XRay
+    from x2ct.io.prepare import prepare
+
+    picture = XRay(film, (1.0, 1.0), angle, metadata={"source": "film simulation", "pixel_spacing_source":
+                                                      "assumed", "PhotometricInterpretation": "MONOCHROME2"})
+    return prepare(picture, film.shape[-1], "film").view
 
 
 def _geometry(image: np.ndarray, rng, settings: FilmSettings, drawn: dict) -> np.ndarray:

@@ -8,7 +8,10 @@
   film simulation (``x2ct.data.film``: blur, noise, scatter, grey-scale
   curve, borders, markers, rotation, magnification, offsets), its draws
   seeded from the generator; with ``film_p`` 0 nothing is drawn, so other
-  configs' augmentations are unchanged;
+  configs' augmentations are unchanged; with ``film_prepare`` each film is
+  then prepared as a real film is at inference (``x2ct.io.prepare``: borders
+  cropped, framed by registration, histogram matched), so the network
+  trains on what it will be given;
 * flip: with probability p, the patient is mirrored left-right, i.e. the CT
   along its right-left axis (axis 2) *and* the views with it. A frontal view
   (0 or 180 degrees) then has its columns reversed; a lateral view (90 or 270)
@@ -58,7 +61,8 @@ def augment(views: torch.Tensor, ct: torch.Tensor, angles: torch.Tensor, setting
         from x2ct.data.film import simulate_batch
 
         seed = int(torch.randint(2**62, (1,), generator=generator))
-        views = simulate_batch(views, settings.film_p, seed)
+        views = simulate_batch(views, settings.film_p, seed,
+                               angles=angles if settings.film_prepare else None)
     if settings.contrast > 0:
         gamma = _uniform(b * v, 1 - settings.contrast, 1 + settings.contrast, generator).reshape(b, v, 1, 1)
         views = views.clamp(0, 1) ** gamma.to(views)

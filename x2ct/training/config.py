@@ -42,6 +42,7 @@ class AugmentConfig:
     rotation_p: float = 0.0  # ... applied with this probability
     flip_p: float = 0.0  # left-right flip of views and CT together
     film_p: float = 0.0  # probability per view of the film simulation (x2ct.data.film: blur, scatter, LUT, borders...)
+    film_prepare: bool = False  # each simulated film then prepared as a film is at inference (x2ct.io.prepare)
 
 
 @dataclasses.dataclass
