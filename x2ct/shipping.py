@@ -1,7 +1,8 @@
 """Retrain and export the models shipped in ``Resources/Models`` (one reproducible command per model).
 
-Every shipped model is trained from scratch on pseudo-patients of the one
-real chest CT (``x2ct.data.simulate``): training seeds 0-199, the first 4
+Every shipped model is trained from scratch on pseudo-patients of the two
+real chest CTs (``x2ct.data.simulate``): training seeds 0-199 (or the config's
+``train_count``), the first 4
 validation seeds (10000-) to pick the best checkpoint; the test seeds
 (20000-) are never seen and score the model for its card. The config of
 each model is ``Resources/Models/<id>/training.yaml`` (an ordinary
@@ -54,9 +55,18 @@ OUTPUT_SIZE = 128
 HARDWARE = "2-core CPU (shared with other jobs), no GPU; one thread per training process"
 LICENCE = "Apache-2.0 (weights trained here from the x2ct sample data)"
 INTENDED_USE = "Research use only, not for diagnosis. Demonstration of X-ray-to-CT reconstruction on the sample data."
-TRAINING_DATA = ("Pseudo-patients of the one real chest CT shipped as sample data (x2ct.data.simulate: habitus, "
-                 "elastic deformation, lung inflation, nodules, contrast, noise): train seeds 0-199, validation "
-                 "seeds 10000-10003; test seeds 20000- held out. Views: X2CT-protocol DRRs.")
+
+
+def training_data(config) -> str:
+    """The card's line on what the model was trained on (the simulator draws from both sample CTs)."""
+    films = config.augment.film_p
+    return ("Pseudo-patients of the two real chest CTs shipped as sample data (chest-ct, chest-ct-2; "
+            "x2ct.data.simulate: habitus, elastic deformation, lung inflation, nodules, contrast, noise): train "
+            f"seeds 0-{config.data.train_count - 1}, validation seeds 10000-{10000 + config.data.validation_count - 1}; "
+            "test seeds 20000- held out. Views: X2CT-protocol DRRs"
+            + (f", each film-simulated with probability {films:g} (x2ct.data.film)." if films else "."))
+
+
 #: id -> (description, number of views it is meant for).
 MODELS = {
     "henzler-1v": ("Henzler et al. single-image tomography (small, 64^3), one frontal view. The paper follows it "
@@ -134,15 +144,21 @@ def training_seconds(out: Path) -> float:
 
 #: Test pseudo-patients scored for each model card (the quality benchmark uses more).
 CARD_TEST_CASES = 4
-LIMITATIONS = [
-    "Trained on deformations of ONE real chest CT: it has not seen other patients, scanners, pathologies, "
-    "children, implants or real radiographs; on real X-rays expect the output to look like that CT.",
-    "Trained for a few hundred to a few thousand steps on a shared 2-core CPU: far from converged.",
-    "Trained and run at 64^3 (5 mm voxels); the output is resampled (trilinear) to the 128^3 protocol grid "
-    "(2.5 mm), so nothing finer than about 5 mm is reconstructed.",
-    "Inputs must follow the X2CT view protocol (PA frontal, left lateral, 500 mm detector field at the X2CT "
-    "magnification); other geometries are cropped or padded to it.",
-]
+
+
+def limitations(config) -> list[str]:
+    """The card's limitations for a model trained with ``config``."""
+    films = ("real radiographs only as simulated films (x2ct.data.film)" if config.augment.film_p else
+             "real radiographs")
+    return [
+        "Trained on deformations of TWO real chest CTs: it has not seen other patients, scanners, pathologies, "
+        f"children, implants, or {films}; on real X-rays expect the output to look like those CTs.",
+        "Trained for a few thousand steps on a shared 2-core CPU: far from converged.",
+        "Trained and run at 64^3 (5 mm voxels); the output is resampled (trilinear) to the 128^3 protocol grid "
+        "(2.5 mm), so nothing finer than about 5 mm is reconstructed.",
+        "Inputs must follow the X2CT view protocol (PA frontal, left lateral, 500 mm detector field at the X2CT "
+        "magnification); films are framed to it by x2ct.io.prepare (docs/real-radiographs.md).",
+    ]
 
 
 def _validation_psnr(model, validation) -> float:
@@ -214,7 +230,7 @@ def export(model_id: str) -> dict:
     fusion = config.method == "henzler"
     card = {
         "description": description,
-        "training_data": TRAINING_DATA,
+        "training_data": training_data(config),
         "training": {
             "config": config.to_dict(),
             "config_file": f"Resources/Models/{model_id}/training.yaml",
@@ -237,7 +253,7 @@ def export(model_id: str) -> dict:
                               "rule": f"float16 when it loses at most {HALF_TOLERANCE_DB} dB"},
         "fusion": fusion,
         "views": list(view_names),
-        "limitations": LIMITATIONS,
+        "limitations": limitations(config),
         "licence": LICENCE,
         "intended_use": INTENDED_USE,
     }
