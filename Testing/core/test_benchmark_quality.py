@@ -76,3 +76,16 @@ def test_density_and_coverage_come_from_the_scores_embeddings():
     rows = "\n".join(quality.table(quality.summarise(result), "mean"))
     assert "density / coverage |" in rows and "| 1.00 / 1.00 |" in rows
     assert "1.42 / 0.97 (seed 002 Table 2) | 1.00 / 1.00 |" in "\n".join(quality.published(result, quality.summarise(result)))
+
+
+def test_kept_scores_are_keyed_by_the_simulator_that_made_the_case(monkeypatch):
+    """A pseudo-patient's seed names another CT when the simulator's patients change: its kept scores must not
+    be reused then."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(loaded=SimpleNamespace(identity="model sha256 0"), views=("frontal",), fusion=False)
+    both = quality.cache_key(run, "sim-20001")
+    one = dataclasses.replace(quality.simulate.DEFAULT_SETTINGS, patients=("chest-ct",))
+    monkeypatch.setattr(quality.simulate, "DEFAULT_SETTINGS", one)
+    assert quality.cache_key(run, "sim-20001") != both

@@ -27,7 +27,8 @@ seeds 0-15 (quick: 0-1) on the 128^3 grid.
 A full run scores about 14 runs x 9 cases, minutes of CPU each; so every
 score is kept in the x2ct cache (``<cache>/benchmarks/quality``) under a key
 made of the model's weights checksum (or the baseline's definition), the
-case, the views, fusion and the x2ct version, and cases and baselines are
+case, the simulator's settings (its patients: a pseudo-patient's seed names
+another CT when they change), the views, fusion and the x2ct version, and cases and baselines are
 only built when a score is missing. Retraining one model re-scores that
 model only; ``--fresh`` ignores the kept scores.
 
@@ -225,12 +226,19 @@ def cache_folder() -> Path:
     return sampledata.cache_dir() / "benchmarks" / "quality"
 
 
+def cache_key(run: "Run", case_name: str) -> str:
+    """What a kept score depends on: the model or baseline, the case and the simulator that makes it, the
+    views, fusion and the x2ct version."""
+    return json.dumps([_identity(run.loaded), case_name, repr(simulate.DEFAULT_SETTINGS), run.views, run.fusion,
+                       __version__])
+
+
 def cached_score(run: "Run", case_name: str, make_case, fresh: bool = False) -> dict:
     """``score`` of ``run`` on the named case, from the cache when the same model scored it before.
 
     The result carries ``kept``: whether it came from the cache.
     """
-    key = json.dumps([_identity(run.loaded), case_name, run.views, run.fusion, __version__])
+    key = cache_key(run, case_name)
     path = cache_folder() / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
     if path.is_file() and not fresh:
         return {**json.loads(path.read_text())["score"], "kept": True}
