@@ -106,6 +106,7 @@ def _register(moving: np.ndarray, fixed: np.ndarray, start_scale: float,
     transform.SetCenter(((fixed.shape[1] - 1) / 2.0, (fixed.shape[0] - 1) / 2.0))
     transform.SetScale(start_scale)
     method = sitk.ImageRegistrationMethod()
+    method.SetNumberOfThreads(1)  # a 64-pixel image: threads only add overhead, and fight training processes
     method.SetMetricAsCorrelation()
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=200,
