@@ -106,6 +106,11 @@ def side_by_side(images: list[Image.Image]) -> Image.Image:
     return _row(images)
 
 
+def stacked(images: list[Image.Image]) -> Image.Image:
+    """Images one above the other (left-aligned)."""
+    return _stack(images)
+
+
 def save_png(image: Image.Image, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
     """Write a PNG all or nothing (``x2ct.io.outputs``): staged, read back, fsynced, renamed."""
     from x2ct.io.outputs import atomic_output, check_target

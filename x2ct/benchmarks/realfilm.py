@@ -64,12 +64,11 @@ def model_at(commit: str, folder: Path) -> Path | None:
 
 def measure(result) -> dict:
     """The row's numbers for one reconstruction (``x2ct.inference.Reconstruction``)."""
-    from x2ct import metrics, physics
+    from x2ct import metrics
+    from x2ct.demo import reprojection
     from x2ct.image import to_canonical
 
-    size = result.views.shape[-1]
-    drrs = [physics.drr(result.volume, angle, mode="x2ct", x2ct_size=size).image for angle in result.angles]
-    ncc = metrics.reprojection_consistency(list(result.views), drrs)["ncc"]
+    ncc = reprojection(result)["ncc"]
     hu = to_canonical(result.volume).array  # (superior-inferior, anterior-posterior, right-left)
     lungs = metrics.lung_mask(hu)
     d, h, w = hu.shape
@@ -141,39 +140,16 @@ def _table(rows, with_before: bool, air: tuple[float, float]) -> str:
 
 
 def _figure(film, results) -> None:
-    from PIL import Image, ImageDraw
-
-    from x2ct.render import ct_planes
+    from x2ct import render
+    from x2ct.demo import prepared_view
 
     rows = []
     for title, result in results:
-        planes = ct_planes(result.volume, -600.0, 1500.0, height=160, title=title)
-        film_image = _grey(np.asarray(film.image, dtype=np.float32), planes.height)
-        prepared = _grey(result.views[0], planes.height)
-        row = Image.new("RGB", (film_image.width + prepared.width + planes.width + 8, planes.height), "black")
-        row.paste(film_image, (0, 0))
-        row.paste(prepared, (film_image.width + 4, 0))
-        row.paste(planes.convert("RGB"), (film_image.width + prepared.width + 8, 0))
-        ImageDraw.Draw(row).text((4, 4), title, fill="yellow")
-        rows.append(row)
-    sheet = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), "black")
-    top = 0
-    for row in rows:
-        sheet.paste(row, (0, top))
-        top += row.height
-    partial = FIGURE.with_name(f".{FIGURE.name}.partial.png")
-    sheet.save(partial)
-    partial.replace(FIGURE)
-
-
-def _grey(image: np.ndarray, height: int):
-    """A [min, max]-scaled grey picture of ``height`` pixels (aspect kept)."""
-    from PIL import Image
-
-    low, high = np.percentile(image, (0.5, 99.5))
-    unit = np.clip((image - low) / max(float(high - low), 1e-6), 0.0, 1.0)
-    picture = Image.fromarray((unit * 255).astype(np.uint8))
-    return picture.resize((max(1, round(picture.width * height / picture.height)), height))
+        planes = render.ct_planes(result.volume, -600.0, 1500.0, height=160, title=title)
+        rows.append(render.side_by_side([render.xray_panel(film, height=planes.height, lines=[title]),
+                                         render.xray_panel(prepared_view(result), height=planes.height,
+                                                           lines=["prepared input"]), planes]))
+    render.save_png(render.stacked(rows), FIGURE)
 
 
 if __name__ == "__main__":

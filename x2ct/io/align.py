@@ -18,9 +18,12 @@ simulation's +-5 degree rotations instead.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
+
+from x2ct.metrics.core import ncc as core_ncc
 
 #: Starting zooms of the registration (several starts: the correlation has local optima).
 SCALE_STARTS = (0.7, 1.0, 1.4)
@@ -36,11 +39,9 @@ Window = tuple[tuple[float, float], tuple[float, float]]
 
 
 def ncc(a: np.ndarray, b: np.ndarray) -> float:
-    """Normalised cross-correlation of two images (0 when one is flat)."""
-    a = a.astype(np.float64).ravel() - a.mean()
-    b = b.astype(np.float64).ravel() - b.mean()
-    norm = float(np.sqrt((a * a).sum() * (b * b).sum()))
-    return float((a * b).sum() / norm) if norm > 0 else 0.0
+    """``x2ct.metrics.core.ncc``, but 0 (no match) rather than NaN when one image is flat, so scores compare."""
+    value = core_ncc(a, b)
+    return 0.0 if math.isnan(value) else value
 
 
 def refine_window(preview: Callable[[tuple, tuple], np.ndarray], starts: list[Window], mean_view: np.ndarray,
