@@ -215,10 +215,16 @@ def check_model(path) -> dict:
     """The card of a model folder whose weights can load, for running (any folder) and importing alike:
     card schema, weights inside the folder with the card's sha256, safetensors, and every tensor checked
     against the network the card names (built on the meta device: nothing allocated)."""
+    return _checked(path)[0]
+
+
+def _checked(path):
+    """(card, the card's network on the meta device) once the weights are known to fit it."""
     card = read_card(path)
     weights = checked_weights(card)
-    check_tensors(stored_tensors(weights), build_from_card(card, "meta"), weights)
-    return card
+    shapes = build_from_card(card, "meta")
+    check_tensors(stored_tensors(weights), shapes, weights)
+    return card, shapes
 
 
 def check_finite_file(weights: Path) -> None:
@@ -270,12 +276,38 @@ def load_model(path, device: str | torch.device = "cpu"):
     """
     from safetensors.torch import load_file
 
-    card = check_model(path)
+    card, shapes = _checked(path)
     weights = Path(card["_folder"]) / card["weights"]
     state = load_file(str(weights), device="cpu")
     check_finite(state, weights)
-    model = build_from_card(card, "cpu")
-    reference = model.state_dict()
+    return materialised(shapes, state, lambda: build_from_card(card, "cpu")).to(device).eval(), card
+
+
+def materialised(shapes, state: dict, build):
+    """The meta-device network ``shapes`` holding ``state`` (every tensor it has, checked by name and shape).
+
+    The weights are put in place of the meta tensors, so the network is
+    built once and never randomly initialised (that took most of a model
+    load). A network that keeps tensors outside its state dict (which would
+    stay on the meta device) is built for real by ``build`` instead.
+    """
+    reference = shapes.state_dict()
     state = {n: t.to(reference[n].dtype) for n, t in state.items()}
+    shapes.load_state_dict(state, strict=True, assign=True)
+    if not _has_meta_tensors(shapes):
+        return shapes
+    model = build()
     model.load_state_dict(state, strict=True)
-    return model.to(device).eval(), card
+    return model
+
+
+def _has_meta_tensors(model) -> bool:
+    """Whether any parameter, buffer or plain tensor attribute of ``model`` is still on the meta device."""
+    import torch
+
+    for module in model.modules():
+        tensors = list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)) + \
+            [value for value in vars(module).values() if isinstance(value, torch.Tensor)]
+        if any(t.is_meta for t in tensors):
+            return True
+    return False
