@@ -42,6 +42,20 @@ def test_goals_are_checked_against_the_best_baseline():
     assert text.count("NOT met") == 2  # weak vs baselines; weak's fusion loses 2 dB
 
 
+def test_one_network_given_one_and_two_views_is_compared_with_itself():
+    runs = [
+        (_run("mean-ct, 2 views", 2, learned=False), 18.0, 0.8),
+        (_run("cnn-2v, 2 views", 2, name="cnn"), 20.0, 0.95),
+        (_run("cnn-1v, 1 view", 1, name="cnn"), 20.5, 0.95),
+        (_run("other-1v, 1 view", 1, name="other"), 19.0, 0.9),
+    ]
+    result = _result(runs)
+    text = "\n".join(quality.goals(result, quality.summarise(result)))
+    assert ("Two views beat one, same network (cnn): cnn-2v, 2 views 20.00 dB against cnn-1v, 1 view 20.50 dB "
+            "(-0.50 dB): NOT met.") in text
+    assert "same network (other)" not in text  # shipped with one view only
+
+
 def test_summary_keeps_the_real_case_apart():
     run = _run("m, 2 views", 2)
     result = _result([(run, 20.0, 0.9)])

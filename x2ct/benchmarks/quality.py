@@ -321,6 +321,7 @@ def goals(result: dict, summary: dict) -> list[str]:
                      "back-projection 1 vs 2 views: "
                      f"{_f(honest.get('back-projection (built-in), 1 view'))} vs "
                      f"{_f(honest.get('back-projection (built-in), 2 views'))} dB).")
+    lines += same_network_lines([runs[label] for label in one + two], honest)
     for label, run in runs.items():
         if run.fusion:
             plain = label.removesuffix(" + fusion")
@@ -329,6 +330,21 @@ def goals(result: dict, summary: dict) -> list[str]:
             lines.append(f"- Fusion, {plain}: re-projection NCC {_f(summary[plain]['mean']['ncc'], 4)} -> "
                          f"{_f(ncc, 4)}, PSNR change {-loss:+.2f} dB: goal (NCC > {GOAL_FUSION_NCC}, loss <= "
                          f"{GOAL_FUSION_LOSS_DB} dB) {verdict}.")
+    return lines
+
+
+def same_network_lines(runs: list[Run], honest: dict) -> list[str]:
+    """For each network shipped both as a one-view and a two-view model: do two views beat one?"""
+    by_network: dict[str, dict[int, list[str]]] = {}
+    for run in runs:
+        by_network.setdefault(run.loaded.card["name"], {}).setdefault(len(run.views), []).append(run.label)
+    lines = []
+    for network, counts in sorted(by_network.items()):
+        if 1 in counts and 2 in counts:
+            one, two = max(counts[1], key=honest.get), max(counts[2], key=honest.get)
+            verdict = "met" if honest[two] > honest[one] else "NOT met"
+            lines.append(f"- Two views beat one, same network ({network}): {two} {_f(honest[two])} dB against "
+                         f"{one} {_f(honest[one])} dB ({honest[two] - honest[one]:+.2f} dB): {verdict}.")
     return lines
 
 

@@ -2,11 +2,12 @@
 
 Issue 13's question, measured without fusion on the sample data's real PA
 film (``chest-xray``, a DICOM radiograph, pixel spacing unknown to the
-model's geometry), for the shipped one-view model as it is now and as it was
-shipped before issue 13 (its weights read from git at ``BEFORE_COMMIT``),
-each with the geometric preparation only (``input_kind="drr"``: field fitted,
-normalised, as before issue 13) and the film preparation (``input_kind=
-"auto"``, here ``film``: ``x2ct.io.prepare``). Per row:
+model's geometry), for every shipped one-view model as it is now and for
+``MODEL_ID`` as it was shipped before issue 13 (its weights read from git at
+``BEFORE_COMMIT``), each with the geometric preparation only
+(``input_kind="drr"``: field fitted, normalised, as before issue 13) and the
+film preparation (``input_kind="auto"``, here ``film``: ``x2ct.io.prepare``).
+Per row:
 
 * re-projection NCC: the prepared view against the X2CT-mode DRR of the
   output (``x2ct.metrics.reprojection_consistency``, as ``x2ct demo``);
@@ -82,6 +83,14 @@ def measure(result) -> dict:
             "likeness": likeness.get("score"), "threshold": likeness.get("threshold")}
 
 
+def one_view_models() -> list[str]:
+    """The shipped models that take the frontal view alone (``MODEL_ID`` first)."""
+    from x2ct import catalog
+
+    ids = [e["id"] for e in catalog.read_manifest()["models"] if e["views_required"] == ["frontal"]]
+    return sorted(ids, key=lambda i: i != MODEL_ID)
+
+
 def run(quick: bool = False) -> str:
     from x2ct import inference, sampledata
     from x2ct.io import read_xray
@@ -89,12 +98,13 @@ def run(quick: bool = False) -> str:
     film = read_xray(sampledata.path("chest-xray"))
     with tempfile.TemporaryDirectory() as folder:
         before = model_at(BEFORE_COMMIT, Path(folder))
-        models = ([(f"before ({BEFORE_COMMIT})", before)] if before else []) + [("now (shipped)", MODEL_ID)]
+        models = ([(f"{MODEL_ID} before ({BEFORE_COMMIT})", before)] if before else []) + \
+            [(f"{model_id} now (shipped)", model_id) for model_id in one_view_models()]
         rows, results = [], []
         for label, model in models:
             loaded = inference.load(model)
             for kind, how in (("drr", "geometric only"), ("auto", "film (x2ct.io.prepare)")):
-                if quick and kind == "drr" and model == MODEL_ID:
+                if quick and kind == "drr" and model != before:
                     continue
                 result = inference.reconstruct([film], loaded, device="cpu", input_kind=kind)
                 rows.append((label, how, measure(result)))
@@ -124,8 +134,8 @@ def _table(rows, with_before: bool, air: tuple[float, float]) -> str:
     notes = [
         "",
         "- Command: `x2ct benchmark --only realfilm` (or `python -m x2ct.benchmarks.realfilm`); CPU, no fusion.",
-        f"- Input: the sample data's real PA radiograph (`chest-xray`); model `{MODEL_ID}`"
-        + (f", before = its weights at commit {BEFORE_COMMIT} (read with git)." if with_before else
+        "- Input: the sample data's real PA radiograph (`chest-xray`); every shipped one-view model"
+        + (f"; before = `{MODEL_ID}`'s weights at commit {BEFORE_COMMIT} (read with git)." if with_before else
            "; no git checkout here, so no 'before' rows."),
         f"- Goals (issue 13): re-projection NCC >= {GOAL_NCC:.2f}; lungs of {LUNG_HU[0]:.0f}..{LUNG_HU[1]:.0f} HU "
         "on both sides of a denser mediastinum.",
