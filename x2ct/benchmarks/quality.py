@@ -53,7 +53,7 @@ import torch
 from x2ct import __version__, catalog, inference, io, metrics, physics, sampledata
 from x2ct.data import simulate
 from x2ct.data.protocol import X2CT, resample
-from x2ct.image import Volume, XRay, to_canonical, view_angle
+from x2ct.image import Volume, XRay, to_canonical
 from x2ct.metrics.fidelity import DESCRIPTION as FIDELITY
 from x2ct.metrics.fidelity import Embedder, density_coverage
 
