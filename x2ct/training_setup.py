@@ -72,6 +72,17 @@ def resumable_run(output) -> bool:
     return bool(pointer) and (out / pointer["folder"] / checkpoint.STATE).is_file()
 
 
+def stopped_run_files(output) -> list[str]:
+    """The files of a run in ``output`` that stopped before its first checkpoint (nothing to resume; a new
+    run there must delete them); empty when there are none or the run can be resumed."""
+    from x2ct.training import checkpoint
+
+    out = chosen(output)
+    if out is None or not out.is_dir() or resumable_run(out):
+        return []
+    return [name for name in checkpoint.RUN_FILES if os.path.lexists(out / name)]
+
+
 def run_problems(output: Path, method: str, preset: str, resume: bool) -> list[str]:
     """A new run needs an output folder without a run; a resumed one needs its run, of the chosen method."""
     if not output.is_dir():

@@ -130,6 +130,23 @@ def test_bad_settings_give_problems_and_start_nothing(logic, tmp_path, monkeypat
     assert started == [] and not (tmp_path / "out").exists()
 
 
+def test_a_run_stopped_before_its_first_checkpoint_is_replaced_only_when_asked(logic, tmp_path):
+    out = tmp_path / "run"
+    (out / "tensorboard").mkdir(parents=True)
+    (out / "log.csv").write_text("step,loss\n1,0.5\n")  # what a run that failed at step 1 leaves
+    assert logic.stoppedRunFiles(out) == ["log.csv", "tensorboard"] and not logic.resumableRun(out)
+    with pytest.raises(InputError, match=r"stopped before its first checkpoint \(log.csv, tensorboard\); start "
+                                         "with overwrite=True"):
+        logic.startTraining(SIMULATED, "x2ct-cnn", "tiny", 1, out)
+    assert (out / "log.csv").read_text() == "step,loss\n1,0.5\n"  # kept
+
+    run = logic.startTraining(SIMULATED, "x2ct-cnn", "tiny", 1, out, overwrite=True)
+    _poll_until(run, lambda: run.finished)
+    assert run.error is None and "--overwrite" in run.job.args
+    assert "1,0.5" not in (out / "log.csv").read_text() and logic.resumableRun(out)
+    assert logic.stoppedRunFiles(out) == []  # a run with a checkpoint is resumed, not replaced
+
+
 def _write_ct(path: Path, size: int = 24) -> None:
     image = sitk.GetImageFromArray(np.full((size, size, size), -1000, np.int16))
     image.SetSpacing((1.5, 1.5, 1.5))

@@ -148,3 +148,25 @@ def test_cancel_asks_the_run_to_stop_without_waiting(training, tmp_path):
     widget.run = types.SimpleNamespace(finished=False, cancel=lambda wait=True: calls.append(wait))
     widget.onCancel()
     assert calls == [False] and widget.ui.statusLabel.text == "Cancelling..."
+
+
+@pytest.mark.parametrize("answer", [True, False])
+def test_start_over_a_stopped_run_asks_before_deleting_its_files(training, tmp_path, monkeypatch, answer):
+    widget = make_widget(training, tmp_path, method="x2ct-cnn")
+    asked, started = [], []
+    monkeypatch.setattr(widget.logic, "stoppedRunFiles", lambda folder: ["log.csv", "tensorboard"])
+    monkeypatch.setattr(widget.logic, "startTraining",
+                        lambda *args, **kwargs: started.append(kwargs["overwrite"]) or _fake_run())
+    monkeypatch.setattr(training.slicer.util, "confirmOkCancelDisplay",
+                        lambda text, **kwargs: asked.append(text) or answer)
+    widget.timer = types.SimpleNamespace(start=lambda: None)
+    widget.ui.progressBar = types.SimpleNamespace(value=None, format="")
+    widget.onStart()
+    assert len(asked) == 1 and "stopped before its first checkpoint (log.csv, tensorboard)" in asked[0]
+    assert started == ([True] if answer else [])
+    if not answer:
+        assert widget.ui.statusLabel.text == "Not started: the stopped run's files are kept."
+
+
+def _fake_run():
+    return types.SimpleNamespace(lossCurve=None, finished=False)

@@ -53,20 +53,31 @@ class TrainingLogic:
         """Whether ``outputFolder`` holds a training run with a complete checkpoint to continue from."""
         return setup.resumable_run(outputFolder)
 
+    def stoppedRunFiles(self, outputFolder) -> list[str]:
+        """Files that a run which stopped before its first checkpoint left in ``outputFolder`` (empty: none)."""
+        return setup.stopped_run_files(outputFolder)
+
     def writeConfig(self, datasetFolder, method: str, preset: str, steps: int, outputFolder) -> Path:
         """Write ``<outputFolder>/config.yaml`` from the method's shipped config (``x2ct.training_setup``)."""
         return setup.write_config(datasetFolder, method, preset, steps, outputFolder, self.presetNames())
 
     def startTraining(self, datasetFolder, method: str, preset: str, steps: int, outputFolder, resume: bool = False,
-                      onProgress=None, onDone=None) -> "TrainingRun":
+                      onProgress=None, onDone=None, overwrite: bool = False) -> "TrainingRun":
         """Start ``x2ct train`` in the background and return its TrainingRun (poll it, or wait for it).
 
         With ``resume`` the run in ``outputFolder`` continues from its last
-        checkpoint with its own config.yaml, up to ``steps``. A set-up problem
-        raises InputError and starts nothing. ``onProgress(run)`` is called on
-        each polled step, ``onDone(run)`` once when the process has ended.
+        checkpoint with its own config.yaml, up to ``steps``. The files of a
+        run that stopped before its first checkpoint are deleted only with
+        ``overwrite`` (the panel asks first). A set-up problem raises
+        InputError and starts nothing. ``onProgress(run)`` is called on each
+        polled step, ``onDone(run)`` once when the process has ended.
         """
         problems = self.settingsProblems(datasetFolder, method, preset, steps, outputFolder, resume)
+        stopped = [] if resume or overwrite else self.stoppedRunFiles(outputFolder)
+        if stopped:
+            problems.append(f"Output folder {outputFolder} holds the files of a run that stopped before its first "
+                            f"checkpoint ({', '.join(stopped)}); start with overwrite=True to delete them and start "
+                            "again, or choose another folder.")
         if problems:
             raise InputError(" ".join(problems))
         out = Path(outputFolder).resolve()
@@ -74,6 +85,8 @@ class TrainingLogic:
         args = ["train", "--config", str(config), "--out", str(out), "--steps", str(int(steps)), "--progress", "json"]
         if resume:
             args.append("--resume")
+        elif overwrite:
+            args.append("--overwrite")
         scene = _mrmlScene()
         curve = None
         if scene is not None:
@@ -82,9 +95,11 @@ class TrainingLogic:
             curve = LossCurve(scene, f"X2CT training {method}-{preset} ({out.name})")
         return TrainingRun(jobs.Job(args), out, int(steps), curve, onProgress, onDone)
 
-    def train(self, datasetFolder, method: str, preset: str, steps: int, outputFolder, resume: bool = False) -> dict:
+    def train(self, datasetFolder, method: str, preset: str, steps: int, outputFolder, resume: bool = False,
+              overwrite: bool = False) -> dict:
         """Blocking one-liner for the Python console: train and return the summary (raises X2CTError on failure)."""
-        return self.startTraining(datasetFolder, method, preset, steps, outputFolder, resume).wait()
+        return self.startTraining(datasetFolder, method, preset, steps, outputFolder, resume,
+                                  overwrite=overwrite).wait()
 
 
 class TrainingRun:

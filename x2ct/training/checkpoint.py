@@ -25,12 +25,15 @@ from x2ct.io.outputs import failure, write_text
 from x2ct.modelfile import save_model
 from x2ct.schema import read_json, validate
 from x2ct.training import statefile
+from x2ct.training.progress import LOG, TENSORBOARD
 
 LATEST = "latest.json"
 BEST = "best.json"
 STATE = "state.safetensors"
 PICKLED_STATE = "state.pt"  # written by x2ct before state.safetensors; never read
 FINAL = "model"
+#: What a run leaves in its folder besides config.yaml (a new run there needs --resume or --overwrite).
+RUN_FILES = (LATEST, BEST, "checkpoints", FINAL, LOG, TENSORBOARD)
 _FOLDER = re.compile(r"checkpoints/step-(\d{7})")
 _POINTER_SCHEMA = {"type": "object", "required": ["step", "folder"], "maxProperties": 8,
                    "properties": {"step": {"type": "integer", "minimum": 0, "maximum": 9_999_999},

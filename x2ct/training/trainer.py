@@ -37,11 +37,10 @@ from x2ct.models import build, build_critic
 from x2ct.training import checkpoint, data, distributed, schedules
 from x2ct.training.augment import augment, check_flip_angles
 from x2ct.training.config import RANGES, Config, from_dict, inside
-from x2ct.training.progress import LOG, TENSORBOARD, Progress, truncate_log
+from x2ct.training.progress import LOG, Progress, truncate_log
 
 CONFIG = "config.yaml"
 #: What a run leaves in its folder (besides config.yaml): a new run refuses a folder holding any of them.
-RUN_FILES = (checkpoint.LATEST, checkpoint.BEST, "checkpoints", checkpoint.FINAL, LOG, TENSORBOARD)
 
 
 def _seed(seed: int, position: int) -> int:
@@ -215,9 +214,9 @@ class Trainer:
         return checkpoint.latest(out)[1]
 
     def _run_files(self) -> list[str]:
-        """Files of an earlier run in ``out``: RUN_FILES, and a config.yaml other than this run's."""
+        """Files of an earlier run in ``out``: checkpoint.RUN_FILES, and a config.yaml other than this run's."""
         out = self.out
-        found = [name for name in RUN_FILES if os.path.lexists(out / name)]
+        found = [name for name in checkpoint.RUN_FILES if os.path.lexists(out / name)]
         if os.path.lexists(out / CONFIG):
             try:
                 same = _without_steps(_saved_config(out)) == _without_steps(self.config.to_dict())
@@ -239,7 +238,7 @@ class Trainer:
         """After every check passed: clear a replaced run, write config.yaml if it changed, cut the replayed log."""
         out = self.out
         if self.overwrite:
-            for name in RUN_FILES:
+            for name in checkpoint.RUN_FILES:
                 path = out / name
                 if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path)
