@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import ndimage
 
 from x2ct.errors import InputError
 
@@ -87,6 +86,7 @@ def ssim_by_slice(pred: np.ndarray, gt: np.ndarray, axis: int, *, win_size: int 
     if min(x.shape[1:]) < win_size:
         raise InputError(f"Slices of shape {x.shape[1:]} are smaller than the {win_size}x{win_size} SSIM window.")
     size = (1, win_size, win_size)
+    from scipy import ndimage  # here, not at import: the CLI and Slicer import x2ct.metrics at start-up
 
     def local_mean(image):
         return ndimage.uniform_filter(image, size=size)

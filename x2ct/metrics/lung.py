@@ -19,7 +19,6 @@ import csv
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from x2ct.errors import InputError
 from x2ct.metrics.core import volume_pair
@@ -32,6 +31,8 @@ MIN_PIECE_VOLUME_FRACTION = 0.001  # of the whole volume
 
 def _largest_pieces(mask: np.ndarray, count: int, min_fraction: float = 0.0, min_size: int = 0) -> np.ndarray:
     """The ``count`` largest connected pieces of at least ``min_fraction`` of the largest and ``min_size``."""
+    from scipy import ndimage  # here, not at import: the CLI and Slicer import x2ct.metrics at start-up
+
     labels, found = ndimage.label(mask)
     if found == 0:
         return np.zeros_like(mask, dtype=bool)
@@ -43,6 +44,8 @@ def _largest_pieces(mask: np.ndarray, count: int, min_fraction: float = 0.0, min
 
 def body_mask(hu: np.ndarray, body_hu: float = BODY_HU) -> np.ndarray:
     """Largest connected region above ``body_hu``, holes filled in each axial slice."""
+    from scipy import ndimage
+
     body = _largest_pieces(hu > body_hu, 1)
     return np.stack([ndimage.binary_fill_holes(plane) for plane in body])
 
