@@ -73,6 +73,8 @@ MODELS = {
                    "with Beer-Lambert fusion (--fusion): re-projection NCC near 0.999, PSNR about the same, lung Dice "
                    "lower (docs/benchmarks/quality.md).", 1),
     "x2ct-cnn-2v": ("X2CT-CNN (X2CT-GAN generator without the critic; small, 64^3), frontal + lateral views.", 2),
+    "x2ct-cnn-1v": ("X2CT-CNN's single-view network (small, 64^3), one frontal view: x2ct-cnn-2v's network and "
+                    "schedule given one view.", 1),
     "duolift-cnn-2v": ("DuoLift-CNN (feature + image lifting, U-Net++; small, 64^3), frontal + lateral views.", 2),
     "repeat-concat-2v": ("Repeat and Concatenate (SwinUNETR, neural optimal transport; small, 128^2 -> 64^3), "
                          "frontal + lateral views.", 2),
