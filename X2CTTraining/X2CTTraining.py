@@ -254,7 +254,8 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateStatus()
 
     def onStart(self) -> None:
-        output, resume = self.settings()[4:]
+        settings = self.settings()
+        output, resume = settings[4:]
         stopped = [] if resume else self.logic.stoppedRunFiles(output)
         if stopped and not slicer.util.confirmOkCancelDisplay(
                 _("The output folder holds the files of a run that stopped before its first checkpoint ({names}). "
@@ -262,7 +263,7 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Not started: the stopped run's files are kept.")
             return
         try:
-            self.run = self.logic.startTraining(*self.settings(), onDone=self.onDone, overwrite=bool(stopped))
+            self.run = self.logic.startTraining(*settings, onDone=self.onDone, overwrite=bool(stopped))
         except X2CTError as error:
             self.ui.statusLabel.text = str(error)
             return

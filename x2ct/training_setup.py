@@ -80,7 +80,7 @@ def stopped_run_files(output) -> list[str]:
     out = chosen(output)
     if out is None or not out.is_dir() or resumable_run(out):
         return []
-    return [name for name in checkpoint.RUN_FILES if os.path.lexists(out / name)]
+    return checkpoint.run_files(out)
 
 
 def run_problems(output: Path, method: str, preset: str, resume: bool) -> list[str]:

@@ -87,7 +87,7 @@ def one_view_models() -> list[str]:
     """The shipped models that take the frontal view alone (``MODEL_ID`` first)."""
     from x2ct import catalog
 
-    ids = [e["id"] for e in catalog.read_manifest()["models"] if e["views_required"] == ["frontal"]]
+    ids = [e.id for e in catalog.entries() if e.source == "shipped" and e.views_required == ("frontal",)]
     return sorted(ids, key=lambda i: i != MODEL_ID)
 
 

@@ -81,12 +81,13 @@ def ssim_by_slice(pred: np.ndarray, gt: np.ndarray, axis: int, *, win_size: int 
     which is what the X2CT evaluation called: the SSIM map is averaged over
     the pixels whose window lies inside the slice. Done for all slices at once.
     """
+    from scipy import ndimage  # here, not at import: the CLI and Slicer import x2ct.metrics at start-up
+
     x = np.moveaxis(np.asarray(pred, np.float64), axis, 0)
     y = np.moveaxis(np.asarray(gt, np.float64), axis, 0)
     if min(x.shape[1:]) < win_size:
         raise InputError(f"Slices of shape {x.shape[1:]} are smaller than the {win_size}x{win_size} SSIM window.")
     size = (1, win_size, win_size)
-    from scipy import ndimage  # here, not at import: the CLI and Slicer import x2ct.metrics at start-up
 
     def local_mean(image):
         return ndimage.uniform_filter(image, size=size)

@@ -34,6 +34,13 @@ PICKLED_STATE = "state.pt"  # written by x2ct before state.safetensors; never re
 FINAL = "model"
 #: What a run leaves in its folder besides config.yaml (a new run there needs --resume or --overwrite).
 RUN_FILES = (LATEST, BEST, "checkpoints", FINAL, LOG, TENSORBOARD)
+
+
+def run_files(out: Path) -> list[str]:
+    """The ``RUN_FILES`` present in the run folder ``out``."""
+    return [name for name in RUN_FILES if os.path.lexists(out / name)]
+
+
 _FOLDER = re.compile(r"checkpoints/step-(\d{7})")
 _POINTER_SCHEMA = {"type": "object", "required": ["step", "folder"], "maxProperties": 8,
                    "properties": {"step": {"type": "integer", "minimum": 0, "maximum": 9_999_999},

@@ -40,7 +40,6 @@ from x2ct.training.config import RANGES, Config, from_dict, inside
 from x2ct.training.progress import LOG, Progress, truncate_log
 
 CONFIG = "config.yaml"
-#: What a run leaves in its folder (besides config.yaml): a new run refuses a folder holding any of them.
 
 
 def _seed(seed: int, position: int) -> int:
@@ -216,7 +215,7 @@ class Trainer:
     def _run_files(self) -> list[str]:
         """Files of an earlier run in ``out``: checkpoint.RUN_FILES, and a config.yaml other than this run's."""
         out = self.out
-        found = [name for name in checkpoint.RUN_FILES if os.path.lexists(out / name)]
+        found = checkpoint.run_files(out)
         if os.path.lexists(out / CONFIG):
             try:
                 same = _without_steps(_saved_config(out)) == _without_steps(self.config.to_dict())
