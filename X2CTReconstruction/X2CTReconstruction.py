@@ -46,6 +46,7 @@ from slicer.util import VTKObservationMixin  # noqa: E402
 from X2CTReconstructionLib import dependencies  # noqa: E402
 from X2CTReconstructionLib.logic import ReconstructionLogic  # noqa: E402
 
+from x2ct import jobs  # noqa: E402
 from x2ct.errors import X2CTError  # noqa: E402
 
 #: How often the panel asks the background reconstruction for news (ms).
@@ -259,17 +260,20 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         """After Install: read the catalog and devices again, so Reconstruct can run without a restart."""
         self.fillChoices()
         self.updateGUIFromParameterNode()
+        self.logic.prepareSpare()
 
     def cleanup(self) -> None:
         if self._run is not None:  # Slicer is closing: wait for the tree to end, nothing may outlive it
             self._timer.stop()
             self._run.cancel()
+        jobs.drop_spare()
         self.removeObservers()
 
     def enter(self) -> None:
         self.installPrompt.refresh()  # packages may have been installed since the panel was last shown...
         self.fillChoices()  # ... and models imported (from the console too): read the catalog again
         self.initializeParameterNode()
+        self.logic.prepareSpare()  # the imports of the first reconstruction, done while the user loads X-rays
 
     def exit(self) -> None:
         self.setParameterNode(None)

@@ -23,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+from x2ct import standby
 from x2ct.errors import X2CTError
 
 # The folder holding the x2ct package: put on the child's PYTHONPATH so that a
@@ -80,6 +81,17 @@ def default_python() -> str:
     return sys.executable
 
 
+def child_environment(env: dict | None = None) -> dict:
+    """The environment of a child ``x2ct`` process: this one's, plus ``env``, with the source on PYTHONPATH."""
+    child_env = dict(os.environ)
+    child_env.update(env or {})
+    child_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(SOURCE_ROOT), child_env.get("PYTHONPATH", "")) if p)
+    child_env.setdefault("PYTHONUNBUFFERED", "1")
+    child_env.setdefault("PYTHONIOENCODING", "utf-8")
+    return child_env
+
+
 def pause(seconds: float) -> None:
     """Sleep between polls; inside 3D Slicer, let its window repaint and take clicks meanwhile.
 
@@ -115,19 +127,16 @@ class Job:
 
     def __init__(self, args: list[str], cwd=None, env: dict | None = None, python: str | None = None):
         self.args = [python or default_python(), "-m", "x2ct", *[str(a) for a in args]]
-        child_env = dict(os.environ)
-        child_env.update(env or {})
-        child_env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(SOURCE_ROOT), child_env.get("PYTHONPATH", "")) if p)
-        child_env.setdefault("PYTHONUNBUFFERED", "1")
-        child_env.setdefault("PYTHONIOENCODING", "utf-8")
+        self._start(self.args, cwd, child_environment(env), subprocess.DEVNULL)
+
+    def _start(self, command: list[str], cwd, env: dict, stdin) -> None:
         try:
             self._process = subprocess.Popen(
-                self.args, cwd=cwd, env=child_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                command, cwd=cwd, env=env, stdin=stdin, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", bufsize=1,
                 **process_options())
         except OSError as error:
-            raise X2CTError(f"Cannot start {self.args[0]} ({error.strerror or error}); check the Python "
+            raise X2CTError(f"Cannot start {command[0]} ({error.strerror or error}); check the Python "
                             "installation.") from None
         self.cancelled = False
         self._kill_at: float | None = None  # after a cancel: when what is left of the tree is killed
@@ -146,7 +155,10 @@ class Job:
     def _read_stdout(self) -> None:
         with self._process.stdout as stream:
             for line in stream:
-                self._events.put(_event(line))
+                self._take(_event(line))
+
+    def _take(self, event: dict) -> None:
+        self._events.put(event)
 
     def _read_stderr(self) -> None:
         with self._process.stderr as stream:
@@ -278,3 +290,126 @@ class Job:
             if int(fields[2]) == self._process.pid and fields[0] != "Z":  # pgrp, state
                 return True
         return False
+
+
+#: How long a spare waits for its command (it holds torch and MONAI in memory meanwhile), and how long before
+#: then it stops being handed one, so that it never quits just as a command arrives.
+SPARE_IDLE_SECONDS = 900.0
+SPARE_MARGIN_SECONDS = 60.0
+
+
+class Spare(Job):
+    """A spare ``x2ct`` process (``x2ct.standby``) with its imports done, waiting to become the Job of one command.
+
+    ``run(args)`` hands it ``args`` and returns it as the Job of ``python -m
+    x2ct args``: the same events, errors and cancel as a fresh Job, without
+    the seconds of imports. ``ready`` turns true once the imports are done; a
+    command handed over earlier waits for them. ``drop()`` ends an unused one.
+    """
+
+    def __init__(self, cwd=None, env: dict | None = None, python: str | None = None,
+                 idle: float = SPARE_IDLE_SECONDS):
+        self.python = python or default_python()
+        self.args = [self.python, "-m", "x2ct.standby", "--idle", f"{idle:g}"]
+        self.cwd, self.environment, self.idle = cwd, child_environment(env), idle
+        self.handed = False
+        self._ready = threading.Event()
+        self._born = time.monotonic()
+        self._start(self.args, cwd, self.environment, subprocess.PIPE)
+
+    def _take(self, event: dict) -> None:
+        if event == standby.READY:
+            self._ready.set()
+        else:
+            super()._take(event)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until the imports are done (True), or ``timeout`` seconds (False)."""
+        return self._ready.wait(timeout)
+
+    def usable(self, cwd=None, env: dict | None = None, python: str | None = None) -> bool:
+        """Whether a command with these settings may be handed to it.
+
+        Not handed one yet, still running, started with the same interpreter,
+        folder and environment (a Job started now would get the same), and far
+        enough from its idle exit.
+        """
+        return (not self.handed and self._process.poll() is None
+                and time.monotonic() - self._born < self.idle - SPARE_MARGIN_SECONDS
+                and (python or default_python()) == self.python and cwd == self.cwd
+                and child_environment(env) == self.environment)
+
+    def run(self, args: list[str]) -> "Spare":
+        """Hand it ``python -m x2ct args``; X2CTError when it was handed one before or has ended."""
+        if self.handed:
+            raise X2CTError("This spare x2ct process has been given its command already.")
+        self.handed = True
+        arguments = [str(a) for a in args]
+        self.args = [self.python, "-m", "x2ct", *arguments]
+        try:
+            self._process.stdin.write(json.dumps(arguments) + "\n")
+            self._process.stdin.close()
+        except OSError:  # a broken pipe: it has ended
+            raise X2CTError("The spare x2ct process ended before it was given its command.") from None
+        return self
+
+    def drop(self) -> None:
+        """End it unused (nothing runs in it: a command is only ever handed over by ``run``)."""
+        if self.handed:
+            return
+        self.handed = True
+        try:
+            self._process.stdin.close()
+        except OSError:
+            pass
+        if self._process.poll() is None:
+            self._ask_to_stop()
+
+
+_spare: Spare | None = None
+_spare_lock = threading.Lock()
+
+
+def start(args: list[str], cwd=None, env: dict | None = None, python: str | None = None) -> Job:
+    """A Job for ``python -m x2ct args``: the spare left by ``keep_spare`` when it fits, else a fresh process."""
+    global _spare
+    with _spare_lock:
+        spare, _spare = _spare, None
+    if spare is not None:
+        if spare.usable(cwd, env, python):
+            try:
+                return spare.run(args)
+            except X2CTError:
+                pass
+        spare.drop()
+    return Job(args, cwd, env, python)
+
+
+def keep_spare(cwd=None, env: dict | None = None, python: str | None = None,
+               idle: float = SPARE_IDLE_SECONDS) -> Spare | None:
+    """Have a spare wait for the next ``start`` with these settings (a new one only when none fits); it, or
+    None when it could not be started (the next ``start`` is then a fresh process)."""
+    global _spare
+    with _spare_lock:
+        if _spare is not None and _spare.usable(cwd, env, python):
+            return _spare
+        if _spare is not None:
+            _spare.drop()
+        try:
+            _spare = Spare(cwd, env, python, idle)
+        except X2CTError:
+            _spare = None
+        return _spare
+
+
+def drop_spare() -> None:
+    """End the waiting spare, if any (it would otherwise end by itself after its idle time or with this process)."""
+    global _spare
+    with _spare_lock:
+        spare, _spare = _spare, None
+    if spare is not None:
+        spare.drop()

@@ -48,20 +48,22 @@ def test_the_table_states_goals_failures_and_a_missing_gpu():
     cli = {"seconds": 12.3, "runs": [12.3, 12.0, 13.1], "peak_rss_bytes": 0.5e9, "output_shape": [128] * 3,
            "output_spacing": [2.5] * 3}
     inner = {"load": 0.2, "first": 1.5, "warm": 1.0, "device": "cpu"}
-    rows = [{"device": "cpu", "cli": cli, "inprocess": inner, "old": {**cli, "seconds": 20.0, "runs": [20.0, 21.5]}},
+    rows = [{"device": "cpu", "cli": cli, "inprocess": inner, "old": {**cli, "seconds": 20.0, "runs": [20.0, 21.5]},
+             "spare": {"seconds": 2.0, "runs": [2.0, 1.5, 3.0]}},
             {"device": "cuda", "cli": {**cli, "seconds": 0.9}, "inprocess": {**inner, "device": "cuda"}}]
     text = bench.render(rows, "m", "why", 3, quick=False, gpu=True)
     lines = [line for line in text.splitlines() if line.startswith("| ")]
     assert lines[1] == ("| cpu | m | 12.30 | 12.30 / 12.00 / 13.10 | 0.50 | 128×128×128 of 2.5 mm | 0.200 | 1.500 "
-                        "| 1.000 | no (≤ 10 s) | 20.00 (20.00 / 21.50) |")
-    assert lines[2].startswith("| cuda | m | 0.90 |") and lines[2].endswith("| yes (< 1 s) | – |")
+                        "| 1.000 | no (≤ 10 s) | 20.00 (20.00 / 21.50) | 2.00 (2.00 / 1.50 / 3.00) ≤ 2.5 s |")
+    assert lines[2].startswith("| cuda | m | 0.90 |") and lines[2].endswith("| yes (< 1 s) | – | – |")
     assert "no GPU" not in text
 
-    rows = [{"device": "cpu", "cli": {"error": "exit code 1: error: bad | file"}, "inprocess": inner}]
+    rows = [{"device": "cpu", "cli": {"error": "exit code 1: error: bad | file"}, "inprocess": inner,
+             "spare": {"error": "exit code 2: x2ct reconstruct: error: a | b"}}]
     text = bench.render(rows, "m", "why", 1, quick=True, gpu=False)
     lines = [line for line in text.splitlines() if line.startswith("| ")]
     assert lines[1].startswith("| cpu | m | exit code 1: error: bad / file |")
-    assert lines[1].endswith("no (failed) | – |")
+    assert lines[1].endswith("no (failed) | – | exit code 2: x2ct reconstruct: error: a / b |")
     assert lines[2].startswith("| GPU | m | no GPU on this machine |")
     assert "Median of 1 run(s)" in text and "quick run" in text
 
@@ -82,4 +84,5 @@ def test_quick_section_reconstructs_the_chest_drrs_end_to_end():
     load, first, warm = (float(re.match(r"[0-9.]+", cell).group()) for cell in cells[6:9])
     assert 0 <= load and 0 < warm and 0 < first
     assert re.fullmatch(r"(yes|no) \(≤ 10 s\)", cells[9])
+    assert re.fullmatch(r"[0-9.]+ \([0-9.]+\) (≤|>) 2.5 s", cells[11]), cells[11]
     assert f"--model {model}" in text

@@ -221,3 +221,88 @@ def test_background_processes_get_a_hidden_console_on_windows_and_a_session_else
     assert started[0]["creationflags"] == 0x200 and started[0]["startupinfo"].wShowWindow == 0
     monkeypatch.setattr(os, "name", "posix")
     assert jobs.process_options() == {"start_new_session": True} and jobs.process_options(new_group=False) == {}
+
+
+# --- spares (x2ct.standby): the imports done ahead, one command each ---------------------------------------------
+
+#: A stand-in for ``python -m x2ct.standby``: says it is ready, then echoes the one line it is handed.
+_SPARE_BODY = ('echo \'{"event": "standby-ready"}\'\n'
+               'read line || exit 0\n'
+               'echo "{\\"event\\": \\"got\\", \\"module\\": \\"$2\\", \\"command\\": $line}"\n')
+
+
+@pytest.fixture
+def no_spare_left():
+    yield
+    jobs.drop_spare()
+
+
+def _wait_until_ended(job, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while job.running and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+@posix_only
+def test_the_kept_spare_becomes_the_job_of_the_next_start_and_runs_its_command(tmp_path, no_spare_left):
+    python = _stand_in(tmp_path, _SPARE_BODY)
+    spare = jobs.keep_spare(python=python)
+    assert spare.wait_ready(10) and spare.ready and spare.usable(python=python)
+    assert jobs.keep_spare(python=python) is spare  # one spare, not one per call
+    job = jobs.start(["reconstruct", "--model", "m"], python=python)
+    assert job is spare and job.args == [python, "-m", "x2ct", "reconstruct", "--model", "m"]
+    events = []
+    assert job.wait(timeout=10, on_event=events.append) == 0
+    assert events == [{"event": "got", "module": "x2ct.standby", "command": ["reconstruct", "--model", "m"]}]
+    assert not spare.usable(python=python)
+    with pytest.raises(X2CTError, match="given its command already"):
+        spare.run(["info"])
+    fresh = jobs.start(["info"], python=_stand_in(tmp_path, "echo fresh\n"))  # the spare was used up
+    assert type(fresh) is jobs.Job and fresh.wait(timeout=10) == 0
+
+
+@posix_only
+def test_a_spare_started_otherwise_is_ended_and_a_fresh_process_runs_the_command(tmp_path, monkeypatch,
+                                                                                  no_spare_left):
+    python = _stand_in(tmp_path, _SPARE_BODY)
+    other = tmp_path / "other"
+    other.mkdir()
+    for different in ({"env": {"X2CT_TEST": "other"}}, {"cwd": str(other)},
+                      {"python": _stand_in(other, "echo fresh\n")}):
+        spare = jobs.keep_spare(python=python)
+        assert spare.wait_ready(10)
+        job = jobs.start(["info"], **{"python": python, **different})
+        assert job is not spare and type(job) is jobs.Job
+        _wait_until_ended(spare)
+        assert not spare.running and spare.returncode != 0, "the unused spare ends without running anything"
+        job.cancel()
+    monkeypatch.setattr(jobs, "SPARE_MARGIN_SECONDS", jobs.SPARE_IDLE_SECONDS)  # every spare is now too old
+    spare = jobs.keep_spare(python=python)
+    assert not spare.usable(python=python)
+    assert jobs.start(["info"], python=python) is not spare
+
+
+@posix_only
+def test_a_spare_that_has_ended_is_not_used(tmp_path, no_spare_left):
+    python = _stand_in(tmp_path, "exit 0\n")
+    spare = jobs.keep_spare(python=python)
+    _wait_until_ended(spare)
+    assert not spare.usable(python=python)
+    job = jobs.start(["info"], python=python)
+    assert job is not spare and job.wait(timeout=10) == 0
+
+
+def test_a_real_spare_gives_what_a_fresh_process_gives(tmp_path, no_spare_left):
+    from x2ct.benchmarks import endtoend
+
+    views = endtoend.write_inputs(tmp_path, quick=True)
+    command = ["reconstruct", "--view", f"{views['frontal']}:frontal", "--view", f"{views['lateral']}:lateral",
+               "--model", "back-projection", "--progress", "json", "--out"]
+    spare = jobs.keep_spare()
+    assert spare.wait_ready(300), "the spare's imports did not finish"
+    warm, cold = [], []
+    assert jobs.start(command + [str(tmp_path / "warm.nrrd")]).wait(300, warm.append) == 0
+    assert jobs.start(command + [str(tmp_path / "cold.nrrd")]).wait(300, cold.append) == 0
+    assert [e.get("stage") for e in warm] == [e.get("stage") for e in cold]
+    assert warm[-1]["done"] and warm[-1]["output"] == str(tmp_path / "warm.nrrd")
+    assert (tmp_path / "warm.nrrd").read_bytes() == (tmp_path / "cold.nrrd").read_bytes()

@@ -20,12 +20,12 @@ pytest.importorskip("trame_slicer.core", reason="trame-slicer is not installed")
 
 import slicer  # noqa: E402
 import vtk  # noqa: E402
-from X2CTReconstructionLib import outputs  # noqa: E402
+from X2CTReconstructionLib import dependencies, outputs  # noqa: E402
 from X2CTReconstructionLib import scene as glue  # noqa: E402
 from X2CTReconstructionLib.logic import ReconstructionLogic  # noqa: E402
 from X2CTReconstructionLib.outputs import input_nodes  # noqa: E402
 
-from x2ct import inference  # noqa: E402
+from x2ct import inference, jobs  # noqa: E402
 from x2ct.errors import InputError, X2CTError  # noqa: E402
 
 pytestmark = pytest.mark.slicer
@@ -229,6 +229,37 @@ def test_cancel_mid_run_adds_nothing(scene, phantom_xrays):
     assert run._job.returncode is not None and not run._folder.exists()
     assert snapshot(scene) == before
     assert snapshot(scene) == before
+
+
+def test_the_next_reconstruction_runs_in_the_spare_left_by_the_last_one(scene, phantom_xrays, monkeypatch):
+    frontal, lateral = phantom_xrays
+    jobs.drop_spare()
+    try:
+        logic = ReconstructionLogic(scene)
+        first = logic.startReconstruction(frontal, lateral, model="back-projection", device="cpu")
+        assert type(first._job) is jobs.Job  # nothing was waiting
+        first_node = first.wait(timeout=300)
+        spare = jobs._spare
+        assert spare is not None and spare.usable(), "a finished run leaves a spare for the next one"
+        assert logic.prepareSpare() and jobs._spare is spare  # the panel's enter() keeps it, starts no other
+        second = logic.startReconstruction(frontal, lateral, model="back-projection", device="cpu")
+        assert second._job is spare and jobs._spare is None
+        second_node = second.wait(timeout=300)
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(second_node),
+                                      slicer.util.arrayFromVolume(first_node))
+        jobs.drop_spare()
+
+        cancelled = logic.startReconstruction(frontal, lateral, model="back-projection", device="cpu")
+        cancelled.cancel()
+        assert jobs._spare is None, "a cancel (Slicer closing, say) starts no spare"
+        logic.keepSpare = False
+        logic.reconstruct(frontal, lateral, model="back-projection", device="cpu")
+        assert jobs._spare is None and not logic.prepareSpare()
+        logic.keepSpare = True
+        monkeypatch.setattr(dependencies, "missing", lambda: [dependencies.requirements()[0]])
+        assert not logic.prepareSpare() and jobs._spare is None, "no spare while a package it imports is missing"
+    finally:
+        jobs.drop_spare()
 
 
 def test_four_views_with_angles_become_a_ct_node_with_every_view_in_its_provenance(scene, phantom):

@@ -15,6 +15,11 @@ the caller polls (a ``qt.QTimer`` in the widget). The X-ray nodes cross to
 the child as NRRD files in a temporary folder, and the CT comes back as one.
 Nothing is added to the scene until the child has succeeded and its output
 has been read; a failure or a cancel leaves the scene as it was.
+
+Most of a child's time would go to importing torch and MONAI, so, with
+``keepSpare`` (the default), a spare child (``x2ct.jobs.Spare``) is started
+ahead, when the panel is shown (``prepareSpare``) and after each run, and
+the next reconstruction runs in it with its imports already done.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from x2ct import jobs, request
 from x2ct.errors import InputError, X2CTError
 from x2ct.image import view_angle
 from X2CTReconstructionLib import compare as comparison
+from X2CTReconstructionLib import dependencies
 from X2CTReconstructionLib import outputs
 from X2CTReconstructionLib import scene as scene_glue
 
@@ -44,9 +50,10 @@ _DOUBLE_SUFFIXES = (".nii.gz",)
 class ReconstructionLogic:
     """Loads X-rays and CTs into the scene through x2ct's readers and checks the inputs of a reconstruction."""
 
-    def __init__(self, scene=None, applicationLogic=None):
+    def __init__(self, scene=None, applicationLogic=None, keepSpare: bool = True):
         self._scene = scene
         self._applicationLogic = applicationLogic
+        self.keepSpare = keepSpare
 
     @property
     def scene(self):
@@ -194,12 +201,23 @@ class ReconstructionLogic:
                           "--samples", str(int(samples)), "--progress", "json"]
             if fusion:
                 arguments.append("--fusion")
-            job = jobs.Job(arguments)
+            job = jobs.start(arguments)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         return ReconstructionRun(self.scene, job, folder, facts, records, [node for _, node, _ in views],
-                                 outputNode, onProgress, onDone)
+                                 outputNode, onProgress, onDone, self.prepareSpare)
+
+    def prepareSpare(self) -> bool:
+        """With ``keepSpare``, have a spare child wait for the next reconstruction; whether one waits.
+
+        None is started while a package the child needs is missing (it could
+        only fail). Its imports take one core for a few seconds; unused, it ends
+        after ``x2ct.jobs.SPARE_IDLE_SECONDS`` or with Slicer.
+        """
+        if not self.keepSpare or dependencies.missing():
+            return False
+        return jobs.keep_spare() is not None
 
     def reconstruct(self, frontalNode, lateralNode=None, model="back-projection", device="auto", fusion=False,
                     samples=1, outputNode=None, extraViews=()):
@@ -287,7 +305,7 @@ class ReconstructionRun:
     """
 
     def __init__(self, scene, job, folder: Path, facts: request.ModelFacts, views: list[dict], inputs: list, outputNode,
-                 onProgress, onDone):
+                 onProgress, onDone, onClosed=None):
         self.scene = scene
         self.fraction = 0.0
         self.stage = "starting"
@@ -305,6 +323,7 @@ class ReconstructionRun:
         self._target = outputNode
         self._on_progress = onProgress
         self._on_done = onDone
+        self._on_closed = onClosed  # after the run, before onDone: e.g. start a spare child for the next one
         self._result = None
 
     def poll(self) -> bool:
@@ -405,6 +424,8 @@ class ReconstructionRun:
     def _close(self) -> None:
         self.finished = True
         shutil.rmtree(self._folder, ignore_errors=True)
+        if self._on_closed is not None and not self.cancelled:  # a cancel may come from Slicer closing
+            self._on_closed()
         if self._on_done is not None:
             self._on_done(self)
 

@@ -43,6 +43,7 @@ TITLE = "End to end: X-ray files to a CT file"
 
 THREADS = 2
 GOAL_CPU_SECONDS, GOAL_GPU_SECONDS = 10.0, 1.0
+GOAL_SPARE_SECONDS = 2.5  # issue 14, on 2 CPU cores
 FALLBACK_MODEL = "back-projection"
 TIME_LIMIT = 300  # seconds per child process
 GB = 1e9
@@ -183,6 +184,34 @@ def measure_cli(views: dict[str, Path], model: str, device: str, out: Path, repe
             "output_spacing": [round(s, 4) for s in volume.spacing]}
 
 
+def measure_spare(views: dict[str, Path], model: str, device: str, out: Path, repeats: int = 3,
+                  time_limit: float = TIME_LIMIT) -> dict:
+    """The same command handed to a spare process whose imports are done (``x2ct.jobs.Spare``, what the
+    Slicer module's next reconstruction runs in): median wall seconds from hand-over to exit."""
+    from x2ct import jobs
+
+    command = ["reconstruct", "--view", f"{views['frontal']}:frontal", "--view", f"{views['lateral']}:lateral",
+               "--model", model, "--device", device, "--out", str(out), "--overwrite"]
+    runs = []
+    for _ in range(repeats):
+        spare = jobs.Spare(env=_child_env(device), python=sys.executable)
+        if hasattr(os, "sched_setaffinity"):  # before its threads start, so they inherit it
+            os.sched_setaffinity(spare.pid, sorted(os.sched_getaffinity(0))[:THREADS])
+        if not spare.wait_ready(time_limit):
+            spare.drop()
+            return {"error": f"the spare was not ready within {time_limit:g} s"}
+        start = time.perf_counter()
+        try:
+            code = spare.run(command).wait(time_limit)
+        except TimeoutError:
+            spare.cancel()
+            return {"error": f"over the {time_limit:g} s time limit"}
+        if code != 0:
+            return {"error": f"exit code {code}: {(spare.error or '')[:200]}"}
+        runs.append(time.perf_counter() - start)
+    return {"seconds": statistics.median(runs), "runs": runs}
+
+
 def measure_in_process(views: dict[str, Path], model: str, device: str, repeats: int = 3) -> dict:
     """Inside this interpreter: model load, then inference.reconstruct on it, cold and warm (seconds)."""
     import torch
@@ -237,6 +266,8 @@ def run(quick: bool = False) -> str:
                 if baseline is not None else None
             rows.append({"device": device, "old": old,
                          "cli": measure_cli(views, model, device, Path(tmp) / f"CT-{device}.nrrd", repeats),
+                         "spare": measure_spare(views, model, device, Path(tmp) / f"CT-{device}-spare.nrrd",
+                                                repeats),
                          "inprocess": measure_in_child(views, model, device, repeats)})
     load = None if load_before is None else (load_before, os.getloadavg()[0])
     return render(rows, model, why, repeats, quick, gpu=len(devices) > 1, load=load)
@@ -252,7 +283,8 @@ def _goal(device: str, cli: dict) -> str:
 
 def render(rows: list[dict], model: str, why: str, repeats: int, quick: bool, gpu: bool, load=None) -> str:
     header = ["device", "model", "end to end (s)", "runs (s)", "peak RSS (GB)", "output", "model load (s)",
-              "reconstruct, first (s)", "reconstruct, warm (s)", "meets goal", "old code: end to end (s)"]
+              "reconstruct, first (s)", "reconstruct, warm (s)", "meets goal", "old code: end to end (s)",
+              "in a spare process (s)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cli, inner = row["cli"], row["inprocess"]
@@ -275,9 +307,13 @@ def render(rows: list[dict], model: str, why: str, repeats: int, quick: bool, gp
         old = row.get("old")
         cells.append("–" if old is None else old["error"].replace("|", "/") if "error" in old else
                      f"{old['seconds']:.2f} ({' / '.join(f'{s:.2f}' for s in old['runs'])})")
+        spare = row.get("spare")
+        cells.append("–" if spare is None else spare["error"].replace("|", "/") if "error" in spare else
+                     f"{spare['seconds']:.2f} ({' / '.join(f'{s:.2f}' for s in spare['runs'])}) "
+                     f"{'≤' if spare['seconds'] <= GOAL_SPARE_SECONDS else '>'} {GOAL_SPARE_SECONDS:g} s")
         lines.append("| " + " | ".join(cells) + " |")
     if not gpu:
-        lines.append(f"| GPU | {model} | no GPU on this machine | | | | | | | – | |")
+        lines.append(f"| GPU | {model} | no GPU on this machine | | | | | | | – | | |")
     settings = [
         "Command: `x2ct benchmark --only endtoend` (or `python -m x2ct.benchmarks.endtoend`).",
         f"Model: `{model}`, {why}.",
@@ -294,6 +330,12 @@ def render(rows: list[dict], model: str, why: str, repeats: int, quick: bool, gp
         + (", rendered from the CT subsampled 4× in-plane and 2× across slices (quick run)." if quick else "."),
         f"Goals: ≤ {GOAL_CPU_SECONDS:g} s on {THREADS} CPU cores; < {GOAL_GPU_SECONDS:g} s with a GPU "
         "(issue 14: ≤ 2.5 s on 2 CPU cores).",
+        "In a spare process: the same command handed to a spare `x2ct` process whose imports are done "
+        "(`x2ct.jobs.Spare`, `python -m x2ct.standby`), as the Slicer module runs every reconstruction after the "
+        "first (or the first, once the panel has been open a few seconds): timed from hand-over to exit, so "
+        "reading the views, loading and checking the model, inference and writing the CT, not the imports. "
+        f"A new spare each run, pinned to {THREADS} cores; median of {repeats}. Issue 14's goal: "
+        f"≤ {GOAL_SPARE_SECONDS:g} s.",
         "Old code: the same command run, just before, from a checkout of the baseline commit (the code before "
         "issue 14's speed work, `x2ct.benchmarks.BASELINE_COMMIT`, `git worktree` under the temp folder; "
         "`X2CT_BENCHMARK_BASELINE=none` skips it).",
