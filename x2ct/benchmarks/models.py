@@ -268,8 +268,8 @@ def render(rows: list[dict], devices: list[str], repeats: int, limits: dict, loa
         cells.append(_goal(row))
         lines.append("| " + " | ".join(cells) + " |")
     settings = [
-        f"Command: `x2ct benchmark --only models` (or `python -m x2ct.benchmarks.models`); one model: "
-        f"`python -m x2ct.benchmarks.models --one NAME PRESET --json`.",
+        "Command: `x2ct benchmark --only models` (or `python -m x2ct.benchmarks.models`); one model: "
+        "`python -m x2ct.benchmarks.models --one NAME PRESET --json`.",
         f"Batch 1, {THREADS} threads pinned to {THREADS} cores, torch.inference_mode; each (model, preset, device) "
         f"in a fresh process; one warm-up, then the median of {repeats} timed pass(es) (fewer, marked "
         f"'(n run)', when more would not fit in 80 % of the time limit; '(warm-up only)' when none would); "
