@@ -414,6 +414,20 @@ def test_a_run_that_cannot_start_says_why(recon, scene, tmp_path):
     assert widget._run is None and not widget._timer.active and widget.ui.reconstructButton.enabled
 
 
+def test_showing_the_panel_readies_a_spare_process_and_closing_slicer_ends_it(recon, scene, tmp_path, monkeypatch):
+    widget = ready_widget(recon, scene, tmp_path)
+    calls = []
+    monkeypatch.setattr(widget.logic, "prepareSpare", lambda: calls.append("prepare") or True)
+    monkeypatch.setattr(recon.jobs, "drop_spare", lambda: calls.append("drop"))
+    widget.installPrompt = types.SimpleNamespace(refresh=lambda: "")
+    monkeypatch.setattr(widget, "initializeParameterNode", lambda: None)
+    widget.enter()
+    widget.onDependenciesInstalled()
+    assert calls == ["prepare", "prepare"]
+    widget.cleanup()
+    assert calls[-1] == "drop"
+
+
 @pytest.mark.parametrize("done_on_cancel", [True, False])
 def test_cancel_stops_the_run_and_adds_nothing(recon, scene, tmp_path, done_on_cancel):
     widget = ready_widget(recon, scene, tmp_path)
