@@ -44,6 +44,36 @@ def test_codes_round_trip(model, case):
         assert vq.decode_codes(codes).shape == image.shape
 
 
+def test_training_restarts_dead_codes_at_latents_of_the_batch(model, case):
+    """A codebook far from every latent (the collapse the shipped model showed: one code for all) is moved onto
+    the data in the first training step, and only in training."""
+    _, ct = case
+    vq = model.ct_vq
+    quantizer = vq.quantizer.quantizer
+    with torch.no_grad():
+        quantizer.embedding.weight.fill_(50.0)
+        quantizer.embedding.weight[0].zero_()  # the one code every latent is nearest to
+        quantizer.ema_w.copy_(quantizer.embedding.weight)
+        quantizer.ema_cluster_size.fill_(1.0)
+        quantizer.ema_cluster_size[1:] = 0.0
+    assert vq.codes(ct).unique().tolist() == [0]
+    before = {name: value.clone() for name, value in vq.state_dict().items()}
+    vq.loss(ct)  # eval mode: nothing restarted
+    assert all(torch.equal(before[name], value) for name, value in vq.state_dict().items())
+
+    vq.train()
+    torch.manual_seed(0)
+    vq.loss(ct)
+    latents = vq.encode(ct).movedim(1, -1).reshape(-1, quantizer.embedding_dim)
+    moved = quantizer.embedding.weight[1:]
+    gaps = (moved[:, None] - latents[None]).abs().amax(dim=-1)  # (codes, latents), largest coordinate gap
+    assert gaps.min(dim=1).values.max() < 1e-6, "each restarted code sits on a latent"
+    assert torch.equal(quantizer.ema_cluster_size[1:], torch.ones(31))
+    assert vq.codes(ct).unique().numel() > 8
+    assert set(vq.state_dict()) == set(before), "no new state: shipped weights still load"
+    assert vq.restart_dead_codes(vq.encode(ct)) == 0  # nothing is dead any more
+
+
 def test_sampling_unmasks_every_token_in_the_given_steps(model, case, monkeypatch):
     views, _ = case
     masked_per_pass = []

@@ -14,7 +14,13 @@ to the codebook loss term of their Eq. 4; decay 0.99) rather than by
 gradients; no attention blocks, no normalisation layers, no adversarial or
 perceptual loss (reconstruction is L1 only); a sigmoid output because X-rays
 and normalised CTs are in [0, 1]. The number of residual layers per level
-is not published; ours is a preset argument.
+is not published; ours is a preset argument. Dead codes are restarted
+(``restart_below``): in training, every code whose moving-average usage has
+fallen below that many latents per step is moved to a latent of the current
+batch drawn at random, the codebook reset of Dhariwal et al. 2020 (Jukebox).
+The first step thereby starts the codebook from the data. Without it the CT
+codebook collapsed: the shipped code-diffusion-2v of 1 December maps every
+CT, and so every reconstruction, to one code.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ class VQAutoencoder(VQVAE):
     """A MONAI VQ-VAE with the code-level API stage 2 needs (indices in, indices out)."""
 
     def __init__(self, spatial_dims: int, size: int, code_size: int, width: int, multipliers, num_embeddings: int,
-                 embedding_dim: int, res_layers: int = 2, commitment: float = 0.25, decay: float = 0.99):
+                 embedding_dim: int, res_layers: int = 2, commitment: float = 0.25, decay: float = 0.99,
+                 restart_below: float = 0.01):
         channels = tuple(width * m for m in multipliers)
         if size != code_size * 2 ** (len(channels) - 1):
             raise ValueError(f"{len(channels)} levels take {size} to {size >> (len(channels) - 1)}, "
@@ -44,6 +51,7 @@ class VQAutoencoder(VQVAE):
             decay=decay, output_act="SIGMOID",
         )
         self.size, self.code_size = size, code_size
+        self.restart_below = restart_below
 
     def codes(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 1, *size) -> codebook indices (B, *code grid); never updates the codebook."""
@@ -59,5 +67,23 @@ class VQAutoencoder(VQVAE):
 
     def loss(self, images: torch.Tensor) -> torch.Tensor:
         """Stage-1 loss: L1 reconstruction + commitment (the codebook follows by EMA in training mode)."""
-        reconstruction, quantisation = self(images)
-        return vqvae_loss(reconstruction, images, quantisation, "l1")
+        latents = self.encode(images)
+        quantised, quantisation = self.quantize(latents)
+        if self.training:
+            self.restart_dead_codes(latents.detach())
+        return vqvae_loss(self.decode(quantised), images, quantisation, "l1")
+
+    @torch.no_grad()
+    def restart_dead_codes(self, latents: torch.Tensor) -> int:
+        """Move every code used less than ``restart_below`` times a step (moving average) to a random latent
+        of ``latents`` (B, C, *grid), with a usage of 1 to start from; the number moved."""
+        quantizer = self.quantizer.quantizer
+        dead = quantizer.ema_cluster_size < self.restart_below
+        count = int(dead.sum())
+        if count:
+            flat = latents.movedim(1, -1).reshape(-1, latents.shape[1]).to(quantizer.ema_w.dtype)
+            picks = flat[torch.randint(flat.shape[0], (count,), device=flat.device)]
+            quantizer.embedding.weight[dead] = picks
+            quantizer.ema_w[dead] = picks
+            quantizer.ema_cluster_size[dead] = 1.0
+        return count
