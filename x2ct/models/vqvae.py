@@ -18,9 +18,11 @@ is not published; ours is a preset argument. Dead codes are restarted
 (``restart_below``): in training, every code whose moving-average usage has
 fallen below that many latents per step is moved to a latent of the current
 batch drawn at random, the codebook reset of Dhariwal et al. 2020 (Jukebox).
-The first step thereby starts the codebook from the data. Without it the CT
-codebook collapsed: the shipped code-diffusion-2v of 1 December maps every
-CT, and so every reconstruction, to one code.
+The first step thereby starts the codebook from the data. A restarted code
+starts at twice the threshold, so one the data does not take up is moved
+again some 70 steps later (decay 0.99), not the ~460 a usage of 1 would take.
+Without restarts the CT codebook collapsed: the shipped code-diffusion-2v of
+1 December maps every CT, and so every reconstruction, to one code.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class VQAutoencoder(VQVAE):
 
     def __init__(self, spatial_dims: int, size: int, code_size: int, width: int, multipliers, num_embeddings: int,
                  embedding_dim: int, res_layers: int = 2, commitment: float = 0.25, decay: float = 0.99,
-                 restart_below: float = 0.01):
+                 restart_below: float = 0.05):
         channels = tuple(width * m for m in multipliers)
         if size != code_size * 2 ** (len(channels) - 1):
             raise ValueError(f"{len(channels)} levels take {size} to {size >> (len(channels) - 1)}, "
@@ -76,14 +78,15 @@ class VQAutoencoder(VQVAE):
     @torch.no_grad()
     def restart_dead_codes(self, latents: torch.Tensor) -> int:
         """Move every code used less than ``restart_below`` times a step (moving average) to a random latent
-        of ``latents`` (B, C, *grid), with a usage of 1 to start from; the number moved."""
+        of ``latents`` (B, C, *grid), with a usage of twice that to start from; the number moved."""
         quantizer = self.quantizer.quantizer
         dead = quantizer.ema_cluster_size < self.restart_below
         count = int(dead.sum())
         if count:
             flat = latents.movedim(1, -1).reshape(-1, latents.shape[1]).to(quantizer.ema_w.dtype)
             picks = flat[torch.randint(flat.shape[0], (count,), device=flat.device)]
+            usage = 2.0 * self.restart_below
             quantizer.embedding.weight[dead] = picks
-            quantizer.ema_w[dead] = picks
-            quantizer.ema_cluster_size[dead] = 1.0
+            quantizer.ema_w[dead] = picks * usage  # the EMA codebook is ema_w / usage: the code sits on its pick
+            quantizer.ema_cluster_size[dead] = usage
         return count
