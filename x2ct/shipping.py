@@ -78,8 +78,10 @@ MODELS = {
     "duolift-cnn-2v": ("DuoLift-CNN (feature + image lifting, U-Net++; small, 64^3), frontal + lateral views.", 2),
     "repeat-concat-2v": ("Repeat and Concatenate (SwinUNETR, neural optimal transport; small, 128^2 -> 64^3), "
                          "frontal + lateral views.", 2),
-    "code-diffusion-2v": ("Conditional VQ code diffusion (small, 64^3; samples differ per seed), frontal + lateral "
-                          "views.", 2),
+    "code-diffusion-2v": ("Conditional VQ code diffusion (small, 64^3), frontal + lateral views. NOT FOR USE ON A "
+                          "PATIENT: its prior (500 steps; the paper: 100k) has not learnt to use the X-rays, so it "
+                          "returns nearly the same chest-like CT whatever the input (docs/models.md). Kept to run and "
+                          "retrain the method.", 2),
 }
 
 

@@ -160,3 +160,19 @@ def test_bad_input(model, case):
         model.elbo(views, None, ct[..., :8])
     with pytest.raises(InputError, match="temperature"):
         model.sample(views, n=2, temperature=0.0)
+
+
+
+def test_ct_autoencoder_keeps_learning_from_an_output_below_the_range(model):
+    """The collapse of the first shipped model: its sigmoid output, driven to 0 by mostly-air CTs, passed no
+    gradient back, and every CT decoded to an empty volume. The linear output still gets the whole L1 gradient
+    there; decoded images are clamped to [0, 1]."""
+    ct = torch.zeros(1, 1, 16, 16, 16)
+    ct[..., 4:12, 4:12, 4:12] = 0.8
+    vq = model.ct_vq
+    last = vq.decoder.blocks[-1].conv
+    with torch.no_grad():
+        last.bias.fill_(-20.0)  # where a sigmoid would sit at 2e-9 with a gradient of the same size
+    vq.loss(ct).backward()
+    assert last.bias.grad.item() < -0.9  # L1: d/d(bias) = -1 for every voxel below its target
+    assert vq.decode_codes(vq.codes(ct)).min() == 0.0

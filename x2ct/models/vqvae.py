@@ -12,8 +12,11 @@ Departures from the paper (MONAI's VQVAE, not their VQGAN code): the codebook
 is learnt by exponential moving averages (van den Oord et al.'s alternative
 to the codebook loss term of their Eq. 4; decay 0.99) rather than by
 gradients; no attention blocks, no normalisation layers, no adversarial or
-perceptual loss (reconstruction is L1 only); a sigmoid output because X-rays
-and normalised CTs are in [0, 1]. The number of residual layers per level
+perceptual loss (reconstruction is L1 only); a linear output, clamped to
+[0, 1] (the range of X-rays and normalised CTs) only when codes are decoded
+into an image: a sigmoid output saturated at 0 in the first steps (the L1
+optimum of a mostly-air volume is 0), its gradient vanished, and the CT
+decoder learnt nothing (it returned 0 everywhere). The number of residual layers per level
 is not published; ours is a preset argument. Dead codes are restarted
 (``restart_below``): in training, every code whose moving-average usage has
 fallen below that many latents per step is moved to a latent of the current
@@ -21,8 +24,8 @@ batch drawn at random, the codebook reset of Dhariwal et al. 2020 (Jukebox).
 The first step thereby starts the codebook from the data. A restarted code
 starts at twice the threshold, so one the data does not take up is moved
 again some 70 steps later (decay 0.99), not the ~460 a usage of 1 would take.
-Without restarts the CT codebook collapsed: the shipped code-diffusion-2v of
-1 December maps every CT, and so every reconstruction, to one code.
+With the sigmoid and no restarts, the code-diffusion-2v shipped before 3
+December mapped every CT, and so every reconstruction, to one code.
 """
 
 from __future__ import annotations
@@ -50,8 +53,10 @@ class VQAutoencoder(VQVAE):
             downsample_parameters=(full_resolution,) + (halve,) * (len(channels) - 1),
             upsample_parameters=(halve + (0,),) * (len(channels) - 1) + (full_resolution + (0,),),
             num_embeddings=num_embeddings, embedding_dim=embedding_dim, commitment_cost=commitment,
-            decay=decay, output_act="SIGMOID",
+            decay=decay, output_act=None,
         )
+        with torch.no_grad():  # start at mid-range, as the sigmoid output did, not at the edge of [0, 1]
+            self.decoder.blocks[-1].conv.bias.fill_(0.5)
         self.size, self.code_size = size, code_size
         self.restart_below = restart_below
 
@@ -64,8 +69,8 @@ class VQAutoencoder(VQVAE):
         return self.quantizer.embed(codes)
 
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """Indices (B, *grid) -> images (B, 1, *size)."""
-        return self.decode(self.code_vectors(codes))
+        """Indices (B, *grid) -> images (B, 1, *size) in [0, 1]."""
+        return self.decode(self.code_vectors(codes)).clamp(0.0, 1.0)
 
     def loss(self, images: torch.Tensor) -> torch.Tensor:
         """Stage-1 loss: L1 reconstruction + commitment (the codebook follows by EMA in training mode)."""
