@@ -161,15 +161,19 @@ def _failure(result: dict, time_limit: float) -> str:
     return f"exit code {result['returncode']}: {lines[-1][:200]}"
 
 
+def reconstruct_arguments(views: dict[str, Path], model: str, device: str, out: Path) -> list[str]:
+    """The ``x2ct`` arguments of the timed command: both views in, ``out`` written (over an earlier run's)."""
+    return ["reconstruct", "--view", f"{views['frontal']}:frontal", "--view", f"{views['lateral']}:lateral",
+            "--model", model, "--device", device, "--out", str(out), "--overwrite"]
+
+
 def measure_cli(views: dict[str, Path], model: str, device: str, out: Path, repeats: int = 3,
                 time_limit: float = TIME_LIMIT, tree: Path | None = None) -> dict:
     """End-to-end runs of ``x2ct reconstruct``: median wall seconds, peak RSS, and the CT it wrote.
 
     ``tree``: run the ``x2ct`` of that checkout (the baseline commit) instead of this one.
     """
-    command = python_command("x2ct", "reconstruct", "--view", f"{views['frontal']}:frontal",
-                             "--view", f"{views['lateral']}:lateral", "--model", model, "--device", device,
-                             "--out", str(out), "--overwrite")
+    command = python_command("x2ct", *reconstruct_arguments(views, model, device, out))
     runs = []
     for _ in range(repeats):
         result = run_child(command, device, time_limit, tree)
@@ -190,8 +194,7 @@ def measure_spare(views: dict[str, Path], model: str, device: str, out: Path, re
     Slicer module's next reconstruction runs in): median wall seconds from hand-over to exit."""
     from x2ct import jobs
 
-    command = ["reconstruct", "--view", f"{views['frontal']}:frontal", "--view", f"{views['lateral']}:lateral",
-               "--model", model, "--device", device, "--out", str(out), "--overwrite"]
+    command = reconstruct_arguments(views, model, device, out)
     runs = []
     for _ in range(repeats):
         spare = jobs.Spare(env=_child_env(device), python=sys.executable)
@@ -281,6 +284,15 @@ def _goal(device: str, cli: dict) -> str:
     return ("yes" if met else "no") + f" ({'≤' if device == 'cpu' else '<'} {goal:g} s)"
 
 
+def _runs_cell(result: dict | None) -> str:
+    """'median (run / run / run)' of a timed command, its error, or '–' when it was not run."""
+    if result is None:
+        return "–"
+    if "error" in result:
+        return result["error"].replace("|", "/")
+    return f"{result['seconds']:.2f} ({' / '.join(f'{s:.2f}' for s in result['runs'])})"
+
+
 def render(rows: list[dict], model: str, why: str, repeats: int, quick: bool, gpu: bool, load=None) -> str:
     header = ["device", "model", "end to end (s)", "runs (s)", "peak RSS (GB)", "output", "model load (s)",
               "reconstruct, first (s)", "reconstruct, warm (s)", "meets goal", "old code: end to end (s)",
@@ -305,12 +317,11 @@ def render(rows: list[dict], model: str, why: str, repeats: int, quick: bool, gp
             cells += [f"{inner['load']:.3f}", f"{inner['first']:.3f}", warm]
         cells.append(_goal(row["device"], cli))
         old = row.get("old")
-        cells.append("–" if old is None else old["error"].replace("|", "/") if "error" in old else
-                     f"{old['seconds']:.2f} ({' / '.join(f'{s:.2f}' for s in old['runs'])})")
+        cells.append(_runs_cell(old))
         spare = row.get("spare")
-        cells.append("–" if spare is None else spare["error"].replace("|", "/") if "error" in spare else
-                     f"{spare['seconds']:.2f} ({' / '.join(f'{s:.2f}' for s in spare['runs'])}) "
-                     f"{'≤' if spare['seconds'] <= GOAL_SPARE_SECONDS else '>'} {GOAL_SPARE_SECONDS:g} s")
+        cells.append(_runs_cell(spare) if spare is None or "error" in spare else
+                     f"{_runs_cell(spare)} {'≤' if spare['seconds'] <= GOAL_SPARE_SECONDS else '>'} "
+                     f"{GOAL_SPARE_SECONDS:g} s")
         lines.append("| " + " | ".join(cells) + " |")
     if not gpu:
         lines.append(f"| GPU | {model} | no GPU on this machine | | | | | | | – | | |")
