@@ -16,11 +16,12 @@ perceptual loss (reconstruction is L1 only); a linear output, clamped to
 [0, 1] (the range of X-rays and normalised CTs) only when codes are decoded
 into an image: in retraining, a sigmoid output saturated at 0 in the first
 steps (the L1 optimum of a mostly-air volume is 0), its gradient vanished,
-and the CT decoder learnt nothing (it returned 0 everywhere). The number of residual layers per level
-is not published; ours is a preset argument. Dead codes are restarted
-(``restart_below``): in training, every code whose moving-average usage has
-fallen below that many latents per step is moved to a latent of the current
-batch drawn at random, the codebook reset of Dhariwal et al. 2020 (Jukebox).
+and the CT decoder learnt nothing (it returned 0 everywhere). The number of
+residual layers per level is not published; ours is a preset argument. Dead
+codes are restarted (``restart_below``): in training, every code whose
+moving-average usage has fallen below that many latents per step is moved to
+a latent of the current batch drawn at random, the codebook reset of
+Dhariwal et al. 2020 (Jukebox).
 The first step thereby starts the codebook from the data. A restarted code
 starts at twice the threshold, so one the data does not take up is moved
 again some 70 steps later (decay 0.99), not the ~460 a usage of 1 would take.
