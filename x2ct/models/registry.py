@@ -3,7 +3,8 @@
 Each method is one module in ``x2ct.models.methods`` (found automatically)
 that registers itself with ``@register(name, presets, ...)``;
 ``presets`` maps 'paper' / 'small' / 'tiny' to keyword arguments for the
-builder. ``build(name, preset, **overrides)`` returns a ReconstructionModel.
+builder. ``build(name, preset, **overrides)`` returns a ReconstructionModel
+whose 3D convolutions take the faster CPU paths of ``x2ct.models.cpu_conv``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pkgutil
 from typing import Callable
 
 from x2ct.errors import InputError
+from x2ct.models.cpu_conv import use_fast_cpu_convolutions
 
 PRESETS = ("paper", "small", "tiny")
 
@@ -77,7 +79,7 @@ def build(name: str, preset: str = "small", **overrides):
     if preset not in item.presets:
         raise InputError(f"Unknown preset {preset!r} for {name}; choose one of {', '.join(PRESETS)}.")
     kwargs = {**item.presets[preset], **overrides}
-    model = item.builder(preset=preset, **kwargs)
+    model = use_fast_cpu_convolutions(item.builder(preset=preset, **kwargs))
     model.overrides = dict(overrides)  # recorded in model cards so the same network can be rebuilt
     return model
 
@@ -89,4 +91,4 @@ def build_critic(name: str, preset: str = "small", **overrides):
         raise InputError(f"Model {name} is not adversarial: it has no critic.")
     if preset not in item.critic_presets:
         raise InputError(f"Unknown preset {preset!r} for {name}'s critic; choose one of {', '.join(PRESETS)}.")
-    return item.critic(preset=preset, **{**item.critic_presets[preset], **overrides})
+    return use_fast_cpu_convolutions(item.critic(preset=preset, **{**item.critic_presets[preset], **overrides}))
