@@ -33,6 +33,7 @@ from torch import nn
 
 SLOW_PATH_LIMIT = 20480  # PyTorch's batch-1 rule: C * D * H of the input at most this -> slow_conv3d
 SLAB_PIECES = 2
+DEPTH_CHUNKS = 8  # depth pieces of conv3d_by_depth: 8 keeps a step's peak memory at PyTorch's own (x2ct-cnn small)
 CHANNELS_LAST = torch.channels_last_3d
 
 
@@ -85,33 +86,71 @@ def conv_transpose3d_in_slabs(x: torch.Tensor, weight: torch.Tensor, bias: torch
 
 
 def conv3d_by_depth(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
-    """Stride-1, zero-padded ``F.conv3d`` as one 2D convolution over the depth slices.
+    """Stride-1, zero-padded ``F.conv3d`` as 2D convolutions over the depth slices.
 
-    The 2D convolution gives, for every slice d and depth tap t, the
-    in-plane sum y[d, t]; the 3D output at depth d is the sum over t of
-    y[d + t - padding, t].
+    A 2D convolution gives, for every slice d and depth tap t, the in-plane
+    sum y[d, t]; the 3D output at depth d is the sum over t of
+    y[d + t - padding, t]. y is k times the output, so the depth is done in
+    ``DEPTH_CHUNKS`` pieces (each with the slices its taps reach) to keep
+    the memory of a step what PyTorch's own kernel needs.
     """
+    depth, k = x.shape[2], weight.shape[2]
+    per_tap = weight.permute(2, 0, 1, 3, 4).reshape(k * weight.shape[0], weight.shape[1], k, k)  # (tap, out)
+    padded = F.pad(x, (0, 0, 0, 0, padding, padding))
+    bounds = [depth * i // DEPTH_CHUNKS for i in range(DEPTH_CHUNKS + 1)]
+    pieces = [_conv3d_chunk_by_depth(padded[:, :, a : b + 2 * padding], per_tap, k, padding)
+              for a, b in zip(bounds, bounds[1:]) if b > a]
+    out = torch.cat(pieces, dim=2)
+    return out if bias is None else out + bias.view(1, -1, 1, 1, 1)
+
+
+def _conv3d_chunk_by_depth(x: torch.Tensor, per_tap: torch.Tensor, k: int, padding: int) -> torch.Tensor:
+    """The output slices of a depth chunk given with ``padding`` extra slices on each side."""
     b, c_in, depth, height, width = x.shape
-    c_out, k = weight.shape[0], weight.shape[2]
-    slices = x.transpose(1, 2).reshape(b * depth, c_in, height, width)
-    per_tap = weight.permute(2, 0, 1, 3, 4).reshape(k * c_out, c_in, k, k)  # (tap, out) x in x kh x kw
-    y = F.conv2d(slices, per_tap, padding=padding).reshape(b, depth, k, c_out, height, width)
-    # Shift each tap's maps along depth by tap - padding with a pad that crops one end and zero-fills the
-    # other: its backward is the opposite pad, where slicing would zero-fill all of y once per tap.
+    n = depth - 2 * padding
+    y = F.conv2d(x.transpose(1, 2).reshape(b * depth, c_in, height, width), per_tap, padding=padding)
+    y = y.reshape(b, depth, k, -1, height, width)
     out = None
     for tap, maps in enumerate(y.unbind(2)):
-        shifted = F.pad(maps, (0, 0, 0, 0, 0, 0, padding - tap, tap - padding))
+        shifted = maps.narrow(1, tap, n)
         out = shifted if out is None else out + shifted
-    out = out.transpose(1, 2).contiguous()
-    return out if bias is None else out + bias.view(1, -1, 1, 1, 1)
+    return out.transpose(1, 2).contiguous()
+
+
+class _ChannelsLastConv3d(torch.autograd.Function):
+    """``F.conv3d`` run by oneDNN in channels-last layout, keeping only the caller's tensors for the backward.
+
+    Autograd would keep the channels-last copy of the input as well as the
+    input itself (a layer before may need it); this converts again in the
+    backward instead, so a step's memory stays what it was.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
+        ctx.save_for_backward(x, weight)
+        ctx.conv = (bias is not None, stride, padding, dilation, groups)
+        y = F.conv3d(x.contiguous(memory_format=CHANNELS_LAST), weight.contiguous(memory_format=CHANNELS_LAST), bias,
+                     stride, padding, dilation, groups)
+        return y.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        has_bias, stride, padding, dilation, groups = ctx.conv
+        wanted = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2])
+        grad_x, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad.contiguous(memory_format=CHANNELS_LAST), x.contiguous(memory_format=CHANNELS_LAST),
+            weight.contiguous(memory_format=CHANNELS_LAST), [weight.shape[0]] if has_bias else None, stride, padding,
+            dilation, False, [0, 0, 0], groups, list(wanted))
+        grad_x = grad_x.contiguous() if grad_x is not None else None
+        grad_weight = grad_weight.contiguous() if grad_weight is not None else None
+        return grad_x, grad_weight, grad_bias, None, None, None, None
 
 
 def conv3d_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding,
                          dilation, groups: int) -> torch.Tensor:
-    """``F.conv3d`` in oneDNN's preferred channels-last layout; the output is given back in the usual layout."""
-    y = F.conv3d(x.contiguous(memory_format=CHANNELS_LAST), weight.contiguous(memory_format=CHANNELS_LAST), bias,
-                 stride, padding, dilation, groups)
-    return y.contiguous()
+    """``F.conv3d`` in oneDNN's preferred channels-last layout; the output comes back in the usual layout."""
+    return _ChannelsLastConv3d.apply(x, weight, bias, list(stride), list(padding), list(dilation), groups)
 
 
 def _cube(values) -> int | None:
@@ -121,18 +160,20 @@ def _cube(values) -> int | None:
 
 
 class CpuConv3d(nn.Conv3d):
-    """``nn.Conv3d`` that takes ``conv3d_in_slabs`` or ``conv3d_by_depth`` on the CPU where they apply."""
+    """``nn.Conv3d`` that takes the paths above on the CPU where they apply (zero padding given as numbers)."""
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        k, padding = _cube(self.kernel_size), _cube(self.padding) if not isinstance(self.padding, str) else None
-        same = (k is not None and padding == k // 2 and self.padding_mode == "zeros" and _cube(self.stride) == 1
-                and _cube(self.dilation) == 1 and self.groups == 1)
-        if x.device.type == "cpu" and same:
-            if _on_slow_path(x, weight) and x.shape[2] % SLAB_PIECES == 0 and x.shape[2] >= 2 * k:
-                return conv3d_in_slabs(x, weight, bias, padding)
-            if k >= 5 and self.out_channels < 8:
-                return conv3d_by_depth(x, weight, bias, padding)
-        if x.device.type == "cpu" and not _on_slow_path(x, weight):
+        if x.device.type != "cpu" or self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return super()._conv_forward(x, weight, bias)
+        k, padding = _cube(self.kernel_size), _cube(self.padding)
+        same = (k is not None and padding == k // 2 and _cube(self.stride) == 1 and _cube(self.dilation) == 1
+                and self.groups == 1)
+        slow = _on_slow_path(x, weight)
+        if same and slow and x.shape[2] % SLAB_PIECES == 0 and x.shape[2] >= 2 * k:
+            return conv3d_in_slabs(x, weight, bias, padding)
+        if same and k >= 5 and self.out_channels < 8:
+            return conv3d_by_depth(x, weight, bias, padding)
+        if not slow:
             return conv3d_channels_last(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
         return super()._conv_forward(x, weight, bias)
 
