@@ -1,5 +1,7 @@
 """The training benchmark section's machinery on the tiny preset (timings are measured, never asserted)."""
 
+import torch
+
 from x2ct.benchmarks import training as bench
 from x2ct.models import build, count_parameters
 
@@ -28,3 +30,13 @@ def test_failures_and_time_outs_are_reported_not_raised():
     assert bench.measure_in_child("x2ct-cnn", "tiny", time_limit=0.01)["error"] == "over the 0.01 s time limit"
     text = bench.render([{"name": "x", "cpu": {"error": "out of memory"}, "cuda": None}], "small", 3, False)
     assert "| x |  | out of memory |" in text
+
+
+def test_a_profiled_step_is_written_by_operator_and_by_input_shapes(tmp_path):
+    table = tmp_path / "x2ct-cnn.txt"
+    result = bench.measure("x2ct-cnn", "tiny", steps=1, warm_up=1, threads=torch.get_num_threads(), profile=str(table))
+    text = table.read_text(encoding="utf-8")
+    assert result["seconds_per_step"] > 0
+    assert text.startswith("x2ct-cnn tiny: 1 profiled training step(s)")
+    assert "aten::convolution_backward" in text and "Input Shapes" in text
+    assert not list(tmp_path.glob("*.partial"))

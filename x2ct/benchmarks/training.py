@@ -136,7 +136,7 @@ def _profiler(path: str | None):
 
     from torch.profiler import ProfilerActivity, profile
 
-    return profile(activities=[ProfilerActivity.CPU]) if path else contextlib.nullcontext()
+    return profile(activities=[ProfilerActivity.CPU], record_shapes=True) if path else contextlib.nullcontext()
 
 
 def _write_profile(path: str, profiler, method: str, preset: str, steps: int, seconds: float) -> None:
@@ -145,9 +145,12 @@ def _write_profile(path: str, profiler, method: str, preset: str, steps: int, se
             f"per step under the profiler, {torch.get_num_threads()} threads, load average {load}\n"
             f"python -m x2ct.benchmarks.training --one {method} {preset} --steps {steps} --profile FILE\n\n")
     table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+    by_shape = profiler.key_averages(group_by_input_shape=True).table(
+        sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=32, max_shapes_column_width=100)
     partial = f"{path}.partial"
     with open(partial, "w", encoding="utf-8") as handle:
-        handle.write(head + table + "\n")
+        handle.write(head + table + "\n\nThe same step by operator and input shapes (which layer the time is in):\n\n"
+                     + by_shape + "\n")
     os.replace(partial, path)
 
 
