@@ -93,3 +93,17 @@ def test_a_built_model_reconstructs_as_with_pytorchs_own_convolutions():
     for g, e in zip(outputs[0][1], outputs[1][1]):
         if e is not None:
             _assert_close(g, e)
+
+
+@pytest.mark.parametrize("dtype, autocast", [(torch.float64, False), (torch.float32, True)])
+def test_other_dtypes_and_autocast_run_pytorchs_own_convolution(dtype, autocast):
+    torch.manual_seed(0)
+    layer = nn.Conv3d(2, 4, 3, padding=1).to(dtype)
+    x = torch.randn(2, 2, 8, 8, 8, dtype=dtype)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        expected = layer(x)
+        use_fast_cpu_convolutions(layer)
+        got = layer(x)
+        got.float().sum().backward()  # the backward runs too
+    assert got.dtype == expected.dtype
+    assert torch.equal(got, expected)

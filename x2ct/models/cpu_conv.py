@@ -19,7 +19,8 @@ model's maths, parameters or state dict changes.
 ``use_fast_cpu_convolutions(model)`` switches a model's ``nn.Conv3d`` and
 ``nn.ConvTranspose3d`` layers to these paths (the layers keep their class's
 parameters; they only choose a different kernel on the CPU). On other
-devices, and for layers the paths do not cover, the layers run as before.
+devices, for other dtypes than float32, under autocast, and for layers the
+paths do not cover, the layers run as before.
 Results equal PyTorch's to float32 rounding (tests in
 Testing/core/test_cpu_conv.py); the measurements are in
 docs/benchmarks/profiles/README.md.
@@ -35,6 +36,17 @@ SLOW_PATH_LIMIT = 20480  # PyTorch's batch-1 rule: C * D * H of the input at mos
 SLAB_PIECES = 2
 DEPTH_CHUNKS = 8  # depth pieces of conv3d_by_depth: 8 keeps a step's peak memory at PyTorch's own (x2ct-cnn small)
 CHANNELS_LAST = torch.channels_last_3d
+
+
+def _plain_float_on_cpu(x: torch.Tensor) -> bool:
+    """The paths are for float32 on the CPU outside autocast (oneDNN's float path; the backward of the
+    channels-last convolution expects its own dtype)."""
+    if x.device.type != "cpu" or x.dtype != torch.float32:
+        return False
+    try:
+        return not torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch before 2.4 takes no device type
+        return not torch.is_autocast_cpu_enabled()
 
 
 def _on_slow_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -163,7 +175,7 @@ class CpuConv3d(nn.Conv3d):
     """``nn.Conv3d`` that takes the paths above on the CPU where they apply (zero padding given as numbers)."""
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if x.device.type != "cpu" or self.padding_mode != "zeros" or isinstance(self.padding, str):
+        if not _plain_float_on_cpu(x) or self.padding_mode != "zeros" or isinstance(self.padding, str):
             return super()._conv_forward(x, weight, bias)
         k, padding = _cube(self.kernel_size), _cube(self.padding)
         same = (k is not None and padding == k // 2 and _cube(self.stride) == 1 and _cube(self.dilation) == 1
@@ -186,7 +198,7 @@ class CpuConvTranspose3d(nn.ConvTranspose3d):
         output_padding = _cube(self.output_padding)
         doubling = (None not in (k, stride, padding, output_padding)
                     and k - 2 * padding + output_padding == stride)  # output depth = stride * input depth
-        if (x.device.type == "cpu" and output_size is None and doubling and self.padding_mode == "zeros"
+        if (_plain_float_on_cpu(x) and output_size is None and doubling and self.padding_mode == "zeros"
                 and _cube(self.dilation) == 1 and self.groups == 1 and x.shape[2] % SLAB_PIECES == 0
                 and x.shape[2] >= 2 * k and _on_slow_path(x, self.weight)):
             return conv_transpose3d_in_slabs(x, self.weight, self.bias, stride, padding, output_padding)
