@@ -162,7 +162,6 @@ def test_bad_input(model, case):
         model.sample(views, n=2, temperature=0.0)
 
 
-
 def test_ct_autoencoder_keeps_learning_from_an_output_below_the_range(model):
     """The collapse of the first shipped model: its sigmoid output, driven to 0 by mostly-air CTs, passed no
     gradient back, and every CT decoded to an empty volume. The linear output still gets the whole L1 gradient
