@@ -28,6 +28,9 @@ docs/benchmarks/profiles/README.md.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,13 +68,81 @@ def _unstack_slabs(y: torch.Tensor) -> torch.Tensor:
     return torch.cat(y.unbind(0), dim=1).unsqueeze(0)
 
 
+def _padded_slabs(x: torch.Tensor, before: int, after: int, starts: list[int], length: int) -> torch.Tensor:
+    """The depth slabs of x zero-padded in depth by ``before`` and ``after`` rows."""
+    return _stack_slabs(F.pad(x, (0, 0, 0, 0, before, after)), starts, length)
+
+
+def _depth_chunk_as_slices(x: torch.Tensor, first: int, last: int) -> torch.Tensor:
+    """Depth rows first..last - 1 of x (zeros outside it) as a batch of 2D slices (B * depth, C, H, W)."""
+    depth = x.shape[2]
+    rows = x[:, :, max(first, 0) : min(last, depth)]
+    rows = F.pad(rows, (0, 0, 0, 0, max(-first, 0), max(last - depth, 0)))
+    b, c, d, height, width = rows.shape
+    return rows.transpose(1, 2).reshape(b * d, c, height, width)
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=CHANNELS_LAST)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Conv:
+    """The arguments of one ``aten.convolution`` call (2D or 3D, plain or transposed) and its layout."""
+
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    transposed: bool = False
+    output_padding: tuple = (0, 0, 0)
+    groups: int = 1
+    layout: torch.memory_format = torch.contiguous_format
+
+
+class _ConvOfPrepared(torch.autograd.Function):
+    """``convolution(prepare(x), weight, bias)`` that keeps only x and the weight for the backward.
+
+    Autograd would keep the prepared input (a padded, re-sliced or
+    channels-last copy of x) as well as x itself, which the layer before
+    usually keeps too; preparing x again in the backward costs a copy and
+    keeps a step's memory what PyTorch's own layer needs.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, prepare, conv: _Conv):
+        ctx.save_for_backward(x, weight)
+        ctx.prepare, ctx.conv, ctx.has_bias = prepare, conv, bias is not None
+        return torch.ops.aten.convolution(prepare(x), weight.contiguous(memory_format=conv.layout), bias,
+                                          conv.stride, conv.padding, conv.dilation, conv.transposed,
+                                          conv.output_padding, conv.groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        conv = ctx.conv
+        wanted = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+        with torch.enable_grad():
+            source = x.detach().requires_grad_(wanted[0])
+            prepared = ctx.prepare(source)
+        outputs = weight.shape[1] * conv.groups if conv.transposed else weight.shape[0]
+        grad_prepared, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad.contiguous(memory_format=conv.layout), prepared.detach(),
+            weight.contiguous(memory_format=conv.layout), [outputs] if ctx.has_bias else None, conv.stride,
+            conv.padding, conv.dilation, conv.transposed, conv.output_padding, conv.groups, wanted)
+        grad_x = torch.autograd.grad(prepared, source, grad_prepared)[0] if wanted[0] else None
+        del prepared, grad_prepared  # freed before the copy below: a step's peak memory is often here
+        grad_x = grad_x.contiguous() if grad_x is not None else None
+        grad_weight = grad_weight.contiguous() if grad_weight is not None else None
+        return grad_x, grad_weight, grad_bias, None, None
+
+
 def conv3d_in_slabs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
     """Stride-1, zero-padded ``F.conv3d`` of a batch-1 volume as a batch of depth slabs (oneDNN's path)."""
-    depth = x.shape[2]
-    step = depth // SLAB_PIECES
-    padded = F.pad(x, (0, 0, 0, 0, padding, padding))
-    slabs = _stack_slabs(padded, [i * step for i in range(SLAB_PIECES)], step + 2 * padding)
-    return _unstack_slabs(F.conv3d(slabs, weight, bias, padding=(0, padding, padding)))
+    step = x.shape[2] // SLAB_PIECES
+    prepare = functools.partial(_padded_slabs, before=padding, after=padding,
+                                starts=[i * step for i in range(SLAB_PIECES)], length=step + 2 * padding)
+    conv = _Conv(stride=(1, 1, 1), padding=(0, padding, padding), dilation=(1, 1, 1))
+    return _unstack_slabs(_ConvOfPrepared.apply(x, weight, bias, prepare, conv))
 
 
 def conv_transpose3d_in_slabs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int,
@@ -88,11 +159,12 @@ def conv_transpose3d_in_slabs(x: torch.Tensor, weight: torch.Tensor, bias: torch
     first = -((k - 1 - padding) // stride)  # first input row, relative to a, that output row stride * a needs
     last = (stride * step - 1 + padding) // stride  # last input row, relative to a, for rows up to stride * b
     before, after = max(0, -first), max(0, last - step + 1)  # rows before 0 and from depth on
-    padded = F.pad(x, (0, 0, 0, 0, before, after))
-    length = last - first + 1
-    slabs = _stack_slabs(padded, [i * step + first + before for i in range(SLAB_PIECES)], length)
-    y = F.conv_transpose3d(slabs, weight, bias, stride=stride, padding=(0, padding, padding),
-                           output_padding=(0, output_padding, output_padding))
+    prepare = functools.partial(_padded_slabs, before=before, after=after,
+                                starts=[i * step + first + before for i in range(SLAB_PIECES)],
+                                length=last - first + 1)
+    conv = _Conv(stride=(stride,) * 3, padding=(0, padding, padding), dilation=(1, 1, 1), transposed=True,
+                 output_padding=(0, output_padding, output_padding))
+    y = _ConvOfPrepared.apply(x, weight, bias, prepare, conv)
     begin = padding - stride * first  # local output row of global row stride * a (no padding in depth)
     return _unstack_slabs(y[:, :, begin : begin + stride * step])
 
@@ -108,20 +180,21 @@ def conv3d_by_depth(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     """
     depth, k = x.shape[2], weight.shape[2]
     per_tap = weight.permute(2, 0, 1, 3, 4).reshape(k * weight.shape[0], weight.shape[1], k, k)  # (tap, out)
-    padded = F.pad(x, (0, 0, 0, 0, padding, padding))
+    conv = _Conv(stride=(1, 1), padding=(padding, padding), dilation=(1, 1), output_padding=(0, 0))
     bounds = [depth * i // DEPTH_CHUNKS for i in range(DEPTH_CHUNKS + 1)]
-    pieces = [_conv3d_chunk_by_depth(padded[:, :, a : b + 2 * padding], per_tap, k, padding)
-              for a, b in zip(bounds, bounds[1:]) if b > a]
+    pieces = []
+    for a, b in zip(bounds, bounds[1:]):
+        if b > a:
+            prepare = functools.partial(_depth_chunk_as_slices, first=a - padding, last=b + padding)
+            y = _ConvOfPrepared.apply(x, per_tap, None, prepare, conv)
+            pieces.append(_sum_of_shifted_taps(y, x.shape[0], k, b - a))
     out = torch.cat(pieces, dim=2)
     return out if bias is None else out + bias.view(1, -1, 1, 1, 1)
 
 
-def _conv3d_chunk_by_depth(x: torch.Tensor, per_tap: torch.Tensor, k: int, padding: int) -> torch.Tensor:
-    """The output slices of a depth chunk given with ``padding`` extra slices on each side."""
-    b, c_in, depth, height, width = x.shape
-    n = depth - 2 * padding
-    y = F.conv2d(x.transpose(1, 2).reshape(b * depth, c_in, height, width), per_tap, padding=padding)
-    y = y.reshape(b, depth, k, -1, height, width)
+def _sum_of_shifted_taps(y: torch.Tensor, batch: int, k: int, n: int) -> torch.Tensor:
+    """The n output slices of a depth chunk from its 2D maps y (B * (n + k - 1), k * out, H, W)."""
+    y = y.reshape(batch, n + k - 1, k, -1, y.shape[-2], y.shape[-1])
     out = None
     for tap, maps in enumerate(y.unbind(2)):
         shifted = maps.narrow(1, tap, n)
@@ -129,40 +202,12 @@ def _conv3d_chunk_by_depth(x: torch.Tensor, per_tap: torch.Tensor, k: int, paddi
     return out.transpose(1, 2).contiguous()
 
 
-class _ChannelsLastConv3d(torch.autograd.Function):
-    """``F.conv3d`` run by oneDNN in channels-last layout, keeping only the caller's tensors for the backward.
-
-    Autograd would keep the channels-last copy of the input as well as the
-    input itself (a layer before may need it); this converts again in the
-    backward instead, so a step's memory stays what it was.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
-        ctx.save_for_backward(x, weight)
-        ctx.conv = (bias is not None, stride, padding, dilation, groups)
-        y = F.conv3d(x.contiguous(memory_format=CHANNELS_LAST), weight.contiguous(memory_format=CHANNELS_LAST), bias,
-                     stride, padding, dilation, groups)
-        return y.contiguous()
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        has_bias, stride, padding, dilation, groups = ctx.conv
-        wanted = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2])
-        grad_x, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-            grad.contiguous(memory_format=CHANNELS_LAST), x.contiguous(memory_format=CHANNELS_LAST),
-            weight.contiguous(memory_format=CHANNELS_LAST), [weight.shape[0]] if has_bias else None, stride, padding,
-            dilation, False, [0, 0, 0], groups, list(wanted))
-        grad_x = grad_x.contiguous() if grad_x is not None else None
-        grad_weight = grad_weight.contiguous() if grad_weight is not None else None
-        return grad_x, grad_weight, grad_bias, None, None, None, None
-
-
 def conv3d_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding,
                          dilation, groups: int) -> torch.Tensor:
     """``F.conv3d`` in oneDNN's preferred channels-last layout; the output comes back in the usual layout."""
-    return _ChannelsLastConv3d.apply(x, weight, bias, list(stride), list(padding), list(dilation), groups)
+    conv = _Conv(stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation), groups=groups,
+                 layout=CHANNELS_LAST)
+    return _ConvOfPrepared.apply(x, weight, bias, _channels_last, conv).contiguous()
 
 
 def _cube(values) -> int | None:
