@@ -134,8 +134,12 @@ def shipped_config(method: str, preset: str, presets: Sequence[str]) -> Path:
     raise InputError(f"No shipped training config for {method}; it cannot be trained from Slicer.")
 
 
-def write_config(dataset, method: str, preset: str, steps: int, output, presets: Sequence[str]) -> Path:
+def write_config(dataset, method: str, preset: str, steps: int, output, presets: Sequence[str],
+                 init_from: str | None = None) -> Path:
     """Write ``<output>/config.yaml``: the method's shipped config with this data, preset and steps.
+
+    ``init_from`` (a model id or folder) fine-tunes that model: its network
+    (method, preset, model overrides) and view angles are taken from its card.
 
     The shipped ``<method>-<preset>.yaml`` is the base when it exists, else
     the nearest preset's (``shipped_config``). The result is validated before
@@ -161,7 +165,24 @@ def write_config(dataset, method: str, preset: str, steps: int, output, presets:
     else:
         data["data"]["source"] = str(Path(dataset).resolve())
     data.setdefault("train", {})["steps"] = int(steps)
+    if init_from:
+        _fine_tune(data, method, preset, init_from)
     configs.from_dict(data)  # a wrong field fails here, naming it, and nothing is written
     out.mkdir(parents=True, exist_ok=True)
     header = f"# Written by the X2CT Training module from {base.name} ({kind} data, {steps} steps).\n"
     return write_text(out / CONFIG_NAME, header + yaml.safe_dump(data, sort_keys=False))
+
+
+def _fine_tune(data: dict, method: str, preset: str, init_from: str) -> None:
+    """Make ``data`` (a config mapping) the network and views of the model ``init_from``, which must be ``method``
+    at ``preset``."""
+    from x2ct.training import finetune
+
+    fields = finetune.config_for(finetune.model_card(init_from))
+    if (fields["method"], fields["preset"]) != (method, preset):
+        raise InputError(f"Model {init_from!r} is a {fields['method']} network at preset {fields['preset']}; choose "
+                         f"that method and preset to fine-tune it (chosen: {method}, {preset}).")
+    data["model"] = fields["model"]
+    if fields["angles"]:
+        data["data"]["angles"] = fields["angles"]
+    data["train"]["init_from"] = init_from

@@ -84,6 +84,21 @@ def test_trains_in_the_background_and_fills_the_loss_curve(logic, scene, tmp_pat
     assert "Trained 2 steps" in run.statusText()
 
 
+def test_fine_tunes_a_trained_model_in_the_background(logic, scene, tmp_path):
+    from x2ct.modelfile import load_model
+    from x2ct.training import load, train
+
+    first = tmp_path / "first"
+    train(load("x2ct-cnn-tiny"), first, steps=1, progress="none")
+    summary = logic.train(SIMULATED, "x2ct-cnn", "tiny", 1, tmp_path / "tuned", initFrom=str(first / "model"))
+    _, card = load_model(Path(summary["model"]))
+    assert card["training"]["init_from"]["from"] == str(first / "model")
+    assert card["training"]["init_from"]["sha256"] == load_model(first / "model")[1]["sha256"]
+    with pytest.raises(InputError, match="x2ct-cnn network at preset tiny; choose that method and preset"):
+        logic.startTraining(SIMULATED, "x2ct-gan", "tiny", 1, tmp_path / "other", initFrom=str(first / "model"))
+    assert not (tmp_path / "other" / "config.yaml").exists()
+
+
 def test_cancel_stops_the_process_tree_and_the_run_resumes(logic, tmp_path):
     out = tmp_path / "run"
     run = logic.startTraining(SIMULATED, "x2ct-cnn", "tiny", 20, out)  # far more than run before the cancel

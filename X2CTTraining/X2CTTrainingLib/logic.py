@@ -57,12 +57,15 @@ class TrainingLogic:
         """Files that a run which stopped before its first checkpoint left in ``outputFolder`` (empty: none)."""
         return setup.stopped_run_files(outputFolder)
 
-    def writeConfig(self, datasetFolder, method: str, preset: str, steps: int, outputFolder) -> Path:
-        """Write ``<outputFolder>/config.yaml`` from the method's shipped config (``x2ct.training_setup``)."""
-        return setup.write_config(datasetFolder, method, preset, steps, outputFolder, self.presetNames())
+    def writeConfig(self, datasetFolder, method: str, preset: str, steps: int, outputFolder,
+                    initFrom: str | None = None) -> Path:
+        """Write ``<outputFolder>/config.yaml`` from the method's shipped config (``x2ct.training_setup``);
+        ``initFrom`` (a model id or folder) fine-tunes that model."""
+        return setup.write_config(datasetFolder, method, preset, steps, outputFolder, self.presetNames(), initFrom)
 
     def startTraining(self, datasetFolder, method: str, preset: str, steps: int, outputFolder, resume: bool = False,
-                      onProgress=None, onDone=None, overwrite: bool = False) -> "TrainingRun":
+                      onProgress=None, onDone=None, overwrite: bool = False,
+                      initFrom: str | None = None) -> "TrainingRun":
         """Start ``x2ct train`` in the background and return its TrainingRun (poll it, or wait for it).
 
         With ``resume`` the run in ``outputFolder`` continues from its last
@@ -71,6 +74,8 @@ class TrainingLogic:
         ``overwrite`` (the panel asks first). A set-up problem raises
         InputError and starts nothing. ``onProgress(run)`` is called on each
         polled step, ``onDone(run)`` once when the process has ended.
+        ``initFrom`` (a model id of the catalog, or a model folder) fine-tunes
+        that model: the run starts from its weights, network and views.
         """
         problems = self.settingsProblems(datasetFolder, method, preset, steps, outputFolder, resume)
         stopped = [] if resume or overwrite else self.stoppedRunFiles(outputFolder)
@@ -81,7 +86,8 @@ class TrainingLogic:
         if problems:
             raise InputError(" ".join(problems))
         out = Path(outputFolder).resolve()
-        config = out / "config.yaml" if resume else self.writeConfig(datasetFolder, method, preset, steps, out)
+        config = (out / "config.yaml" if resume
+                  else self.writeConfig(datasetFolder, method, preset, steps, out, initFrom))
         args = ["train", "--config", str(config), "--out", str(out), "--steps", str(int(steps)), "--progress", "json"]
         if resume:
             args.append("--resume")
@@ -96,10 +102,10 @@ class TrainingLogic:
         return TrainingRun(jobs.Job(args), out, int(steps), curve, onProgress, onDone)
 
     def train(self, datasetFolder, method: str, preset: str, steps: int, outputFolder, resume: bool = False,
-              overwrite: bool = False) -> dict:
+              overwrite: bool = False, initFrom: str | None = None) -> dict:
         """Blocking one-liner for the Python console: train and return the summary (raises X2CTError on failure)."""
         return self.startTraining(datasetFolder, method, preset, steps, outputFolder, resume,
-                                  overwrite=overwrite).wait()
+                                  overwrite=overwrite, initFrom=initFrom).wait()
 
 
 class TrainingRun:

@@ -23,6 +23,9 @@ def register(subparsers) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="delete the run already in --out (checkpoints, model, logs) and start again")
     parser.add_argument("--steps", type=int, help="override train.steps")
+    parser.add_argument("--init-from", metavar="MODEL",
+                        help="fine-tune: start from this model's weights (a model id of `x2ct catalog list` or a "
+                             "model folder; overrides train.init_from)")
     parser.add_argument("--progress", choices=("line", "json", "none"), default="line",
                         help="terminal line with ETA (default), JSON lines on stdout, or nothing")
     parser.set_defaults(func=run)
@@ -32,7 +35,7 @@ def run(args) -> int:
     from x2ct.training import load, train
 
     summary = train(load(args.config), args.out, resume=args.resume, steps=args.steps, progress=args.progress,
-                    overwrite=args.overwrite)
+                    overwrite=args.overwrite, init_from=args.init_from)
     if args.progress != "json" and os.environ.get("RANK", "0") == "0":
         print(json.dumps(summary, indent=2, default=float))
     return 0

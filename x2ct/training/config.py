@@ -84,6 +84,7 @@ class TrainConfig:
     bf16: bool = True  # bf16 autocast (CUDA only)
     max_bad_steps: int = 5  # consecutive non-finite losses before training stops
     device: str = "auto"
+    init_from: Optional[str] = None  # fine-tune: start from this model's weights (catalog id or model folder)
 
 
 @dataclasses.dataclass
@@ -267,6 +268,8 @@ def _check(config: Config) -> None:
         "train.device": None if t.device in ("auto", "cpu", "cuda") else "choose auto, cpu or cuda",
         "loss.adversarial_kind": None if config.loss.adversarial_kind in ("lsgan", "bce") else "choose lsgan or bce",
         "evaluate.best_metric": None if 0 < len(config.evaluate.best_metric) <= 200 else "give a metric name",
+        "train.init_from": (None if t.init_from is None or 0 < len(t.init_from) <= 4096
+                            else "give a model id or a model folder (at most 4096 characters)"),
     }
     for name, interval in RANGES.items():
         value = _field(config, name)

@@ -34,7 +34,7 @@ import torch
 from x2ct.errors import InputError, X2CTError
 from x2ct.evaluation import case_row, mean_row
 from x2ct.models import build, build_critic
-from x2ct.training import checkpoint, data, distributed, schedules
+from x2ct.training import checkpoint, data, distributed, finetune, schedules
 from x2ct.training.augment import augment, check_flip_angles
 from x2ct.training.config import RANGES, Config, from_dict, inside
 from x2ct.training.progress import LOG, Progress, truncate_log
@@ -166,6 +166,9 @@ class Trainer:
         self.device = _device(config, self.group.local_rank)
         torch.manual_seed(t.seed)
         self.model = _built(build, config, config.model, "model")
+        self.initial_weights = None
+        if t.init_from and not resume:  # a resumed run takes its weights from its checkpoint
+            self.initial_weights = finetune.load_initial_weights(self.model, config)
         if self.shard.split == "batch" and self.device.type == "cuda":  # BatchNorm statistics over the global batch
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device).train()
@@ -313,7 +316,9 @@ class Trainer:
     def card(self, metrics: dict | None = None) -> dict:
         c = self.config
         return {"training": {"method": c.method, "preset": c.preset, "steps": self.step, "data": c.data.kind,
-                             "ema": c.train.ema, "schedule": schedules.family(c.method)},
+                             "ema": c.train.ema, "schedule": schedules.family(c.method),
+                             "angles": list(c.data.angles),
+                             **({"init_from": self.initial_weights} if self.initial_weights else {})},
                 "metrics": metrics or {}}
 
     # --- the loop ----------------------------------------------------------------------------------------------
@@ -491,8 +496,9 @@ class Trainer:
 
 
 def train(config: Config | dict, out, resume: bool = False, steps: int | None = None, progress: str = "line",
-          datasets: tuple | None = None, stream=None, overwrite: bool = False) -> dict:
-    """Train ``config`` (a Config or a mapping) into ``out``; ``steps`` overrides ``train.steps``.
+          datasets: tuple | None = None, stream=None, overwrite: bool = False, init_from: str | None = None) -> dict:
+    """Train ``config`` (a Config or a mapping) into ``out``; ``steps`` overrides ``train.steps``, ``init_from``
+    ``train.init_from`` (fine-tune a model: its id or folder).
 
     ``out`` must not hold another run unless ``resume`` (continue it) or
     ``overwrite`` (delete it first, once every check has passed).
@@ -506,6 +512,8 @@ def train(config: Config | dict, out, resume: bool = False, steps: int | None = 
         if not inside(steps, RANGES["train.steps"]):
             raise InputError(f"--steps must be in {RANGES['train.steps']}, got {steps}.")
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=steps))
+    if init_from is not None:
+        config = from_dict({**config.to_dict(), "train": {**config.to_dict()["train"], "init_from": init_from}})
     group = distributed.Group.from_env(_device(config).type)
     try:
         summary = Trainer(config, out, progress, datasets, stream, group, resume, overwrite).run()
