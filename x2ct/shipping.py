@@ -224,7 +224,7 @@ def export(model_id: str) -> dict:
     if pointer is None:
         raise InputError(f"No checkpoint in {out}; run `python -m x2ct.shipping train {model_id}` first.")
     folder = out / pointer["folder"]
-    model, _ = load_model(folder)
+    model, run_card = load_model(folder)
     _, validation = training_sets(config, model.spec)
     clipped = _out_of_half_range(model)
     full, half = _validation_psnr(model, validation), _validation_psnr(_halved(model), validation)
@@ -247,6 +247,8 @@ def export(model_id: str) -> dict:
             "seconds": round(training_seconds(out)),
             "hardware": HARDWARE,
             "parameters": sum(p.numel() for p in model.parameters()),
+            **({"init_from": run_card["training"]["init_from"]} if "init_from" in run_card.get("training", {})
+               else {}),
         },
         "output_size": OUTPUT_SIZE,
         "output_note": f"trained and run at {model.spec.volume_size}^3; the output is resampled (trilinear) to "
