@@ -45,9 +45,8 @@ def config_for(card: dict) -> dict:
     (None when the card does not say which views it was trained on)."""
     from x2ct.image import view_angle
 
-    training = card.get("training") or {}
     angles = ([view_angle(view) for view in card["views"]] if card.get("views")
-              else training.get("angles") or (training.get("config") or {}).get("data", {}).get("angles"))
+              else (card.get("training") or {}).get("angles"))  # shipped cards name views; trained ones angles
     return {"method": card["name"], "preset": card["preset"], "model": dict(card.get("overrides") or {}),
             "angles": angles}
 
@@ -59,7 +58,7 @@ def load_initial_weights(model, config) -> dict:
     name = config.train.init_from
     trained, card = load_model(_model_folder(name))
     wanted = {"method": config.method, "preset": config.preset, "model": dict(config.model)}
-    found = {"method": card["name"], "preset": card["preset"], "model": dict(card.get("overrides") or {})}
+    found = config_for(card)
     different = [key for key in wanted if wanted[key] != found[key]]
     if different:
         got = ", ".join(f"{key} {found[key]!r}" for key in different)

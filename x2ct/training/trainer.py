@@ -513,7 +513,9 @@ def train(config: Config | dict, out, resume: bool = False, steps: int | None = 
             raise InputError(f"--steps must be in {RANGES['train.steps']}, got {steps}.")
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=steps))
     if init_from is not None:
-        config = from_dict({**config.to_dict(), "train": {**config.to_dict()["train"], "init_from": init_from}})
+        settings = config.to_dict()
+        settings["train"]["init_from"] = init_from
+        config = from_dict(settings)  # validated as if the config file had it
     group = distributed.Group.from_env(_device(config).type)
     try:
         summary = Trainer(config, out, progress, datasets, stream, group, resume, overwrite).run()
