@@ -63,6 +63,8 @@ Generative Adversarial Networks</i> (DuoLift-CNN/GAN; its X2CT-CNN/GAN retrainin
 """
 #: Pause (ms) after the last change of a setting before the set-up is checked again.
 STATUS_DELAY_MS = 400
+#: The first item of the "Start from" box: a new network with random weights (no fine-tuning).
+RANDOM_WEIGHTS = "random weights (new network)"
 CONSOLE_ONE_LINER = (
     'slicer.util.getModuleLogic("X2CTTraining").train("/data/cts", "x2ct-cnn", "small", 1000, "/runs/a")'
 )
@@ -81,7 +83,8 @@ class X2CTTraining(ScriptedLoadableModule):
             "Train or fine-tune an X2CT reconstruction model on a folder of CT volumes (NIfTI, NRRD, MHA), a "
             "LIDC-style DICOM tree or the X2CT HDF5 files, or on the built-in simulator: choose the method, "
             "a size preset (tiny for a quick check, small, or the paper's size), the number of steps and "
-            "where checkpoints and the trained model go. Training runs in a background process with the "
+            "where checkpoints and the trained model go. <b>Start from</b> a shipped or imported model to "
+            "fine-tune it (its method, preset and views are taken over). Training runs in a background process with the "
             "method's published schedule; the progress bar shows the ETA and the plot the losses. "
             "<b>Cancel</b> stops it and keeps the last checkpoint; tick <b>Resume</b> to continue it. "
             "The trained model (OUTPUT/model) loads in the X2CT Reconstruction module.<br>"
@@ -105,6 +108,7 @@ class X2CTTrainingParameterNode:
     steps: Annotated[int, WithinRange(1, 10_000_000)] = 1000
     outputFolder: pathlib.Path
     resume: bool = False
+    initFrom: str = ""  # model id to fine-tune ("": random weights); its box is filled from the catalog, by hand
 
 
 class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -131,6 +135,7 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.methodComboBox.connect("currentIndexChanged(int)", self.onMethodChanged)
+        self.ui.initFromComboBox.connect("currentIndexChanged(int)", self.onInitFromChanged)
         self.ui.startButton.connect("clicked(bool)", self.onStart)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         # Polling keeps Slicer responsive: the run reports through a pipe, read here a few times a second.
@@ -154,6 +159,7 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def enter(self) -> None:
         self.installPrompt.refresh()  # packages may have been installed since the panel was last shown
         self.fillMethods()
+        self.fillModels()
         self.initializeParameterNode()
 
     def exit(self) -> None:
@@ -202,15 +208,46 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.methodComboBox.blockSignals(wasBlocked)
         self.updateStatus()
 
+    def fillModels(self) -> None:
+        """List the models to fine-tune (each time the panel opens: one may have been imported meanwhile)."""
+        if self._packagesProblem:
+            return
+        try:
+            models = self.logic.fineTunableModels()
+        except X2CTError as error:  # e.g. the user models folder is a file: say so, offer random weights only
+            self.ui.statusLabel.text = str(error)
+            models = []
+        combo = self.ui.initFromComboBox
+        wasBlocked = combo.blockSignals(True)  # refilling must not overwrite the saved choice
+        combo.clear()
+        combo.addItems([RANDOM_WEIGHTS] + models)
+        combo.blockSignals(wasBlocked)
+
     def settings(self) -> tuple:
-        """(dataset, method, preset, steps, output folder, resume) as the logic takes them."""
+        """(dataset, method, preset, steps, output folder, resume, model to fine-tune or None) as the logic takes
+        them."""
         p = self._parameterNode
         dataset = SIMULATED if p.simulated else p.datasetFolder
-        return dataset, p.method, p.preset, p.steps, p.outputFolder, p.resume
+        return dataset, p.method, p.preset, p.steps, p.outputFolder, p.resume, (p.initFrom or None)
 
     def onMethodChanged(self, index: int) -> None:
         if self._parameterNode is not None and index >= 0:
             self._parameterNode.method = self.ui.methodComboBox.itemText(index)
+
+    def onInitFromChanged(self, index: int) -> None:
+        """A model to fine-tune also chooses the method and preset: fine-tuning keeps the model's network."""
+        if self._parameterNode is None or index < 0:
+            return
+        modelId = self.ui.initFromComboBox.itemText(index) if index > 0 else ""
+        self._parameterNode.initFrom = modelId  # each change restarts the status timer: one check follows
+        if modelId:
+            try:
+                method, preset = self.logic.modelNetwork(modelId)
+            except X2CTError:
+                return  # the set-up check says what is wrong with the model
+            self._parameterNode.method = method
+            if preset in PRESETS:
+                self._parameterNode.preset = preset
 
     def showMethod(self) -> None:
         """Select the parameter node's method in the combo box (the first method when none is chosen yet)."""
@@ -223,6 +260,17 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             combo.currentIndex = index
             combo.blockSignals(wasBlocked)
 
+    def showInitFrom(self) -> None:
+        """Select the parameter node's model to fine-tune (a model no longer listed keeps the node's value, and
+        the set-up check says it is missing); a resumed run keeps its own config, so the box is off."""
+        combo, modelId = self.ui.initFromComboBox, self._parameterNode.initFrom
+        index = combo.findText(modelId) if modelId else 0
+        if index >= 0 and index != combo.currentIndex:
+            wasBlocked = combo.blockSignals(True)
+            combo.currentIndex = index
+            combo.blockSignals(wasBlocked)
+        combo.enabled = not self._parameterNode.resume
+
     def running(self) -> bool:
         return self.run is not None and not self.run.finished
 
@@ -231,6 +279,7 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode is None:
             return
         self.showMethod()
+        self.showInitFrom()
         self.ui.datasetPathLineEdit.enabled = not self._parameterNode.simulated
         self.ui.cancelButton.enabled = self.running()
         if self.running():
@@ -251,11 +300,11 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onDependenciesInstalled(self) -> None:
         """After Install: list the methods now that their packages are there, without a restart."""
         self.fillMethods()
+        self.fillModels()
         self.updateStatus()
 
     def onStart(self) -> None:
-        settings = self.settings()
-        output, resume = settings[4:]
+        dataset, method, preset, steps, output, resume, initFrom = self.settings()
         stopped = [] if resume else self.logic.stoppedRunFiles(output)
         if stopped and not slicer.util.confirmOkCancelDisplay(
                 _("The output folder holds the files of a run that stopped before its first checkpoint ({names}). "
@@ -263,7 +312,8 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Not started: the stopped run's files are kept.")
             return
         try:
-            self.run = self.logic.startTraining(*settings, onDone=self.onDone, overwrite=bool(stopped))
+            self.run = self.logic.startTraining(dataset, method, preset, steps, output, resume, onDone=self.onDone,
+                                                overwrite=bool(stopped), initFrom=initFrom)
         except X2CTError as error:
             self.ui.statusLabel.text = str(error)
             return
@@ -338,6 +388,10 @@ class X2CTTrainingTest(ScriptedLoadableModuleTest):
         problems = logic.settingsProblems("", "no-such-method", "huge", 0, dataset)
         self.assertEqual(len(problems), 4)
         self.assertEqual(len(logic.settingsProblems(SIMULATED, methods[0], "tiny", 10, output, resume=True)), 1)
+        models = logic.fineTunableModels()
+        self.assertTrue(models)
+        method, preset = logic.modelNetwork(models[0])
+        self.assertEqual(logic.settingsProblems(SIMULATED, method, preset, 10, output, initFrom=models[0]), [])
         self.delayDisplay("Training set-up checks passed")
 
     def test_TrainTinyOnSimulatedData(self):

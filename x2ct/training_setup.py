@@ -28,8 +28,9 @@ def chosen(folder) -> Path | None:
 
 
 def problems(dataset, method: str, preset: str, steps: int, output, resume: bool, methods: Sequence[str],
-             presets: Sequence[str]) -> list[str]:
-    """Why this set-up cannot be trained, one line each (empty: it can)."""
+             presets: Sequence[str], init_from: str | None = None) -> list[str]:
+    """Why this set-up cannot be trained, one line each (empty: it can). ``init_from`` (a model id or folder to
+    fine-tune) is checked only for a new run: a resumed run keeps its own config."""
     found = []
     data = chosen(dataset)
     if data is None:
@@ -48,6 +49,8 @@ def problems(dataset, method: str, preset: str, steps: int, output, resume: bool
         found.append(f"Choose a preset ({', '.join(presets)}); got {preset!r}.")
     if int(steps) < 1:
         found.append(f"Training needs at least 1 step; got {steps}.")
+    if init_from and not resume:
+        found += init_from_problems(init_from, method, preset)
     out = chosen(output)
     if out is None:
         found.append("Choose the output folder for checkpoints and the trained model.")
@@ -56,6 +59,27 @@ def problems(dataset, method: str, preset: str, steps: int, output, resume: bool
     if data is not None and str(data) != SIMULATED and out.resolve() == data.resolve():
         found.append("The output folder is the dataset folder; choose a separate folder.")
     return found + run_problems(out, method, preset, resume)
+
+
+def init_from_problems(init_from: str, method: str, preset: str) -> list[str]:
+    """Why the model ``init_from`` cannot be fine-tuned as ``method`` at ``preset`` (empty: it can)."""
+    try:
+        network(init_from, method, preset)
+    except InputError as error:
+        return [str(error)]
+    return []
+
+
+def network(init_from: str, method: str | None = None, preset: str | None = None) -> dict:
+    """The network and views of the model ``init_from`` (``x2ct.training.finetune.config_for``: method, preset,
+    model, angles); an InputError when it cannot be read, or is not ``method`` at ``preset`` where they are given."""
+    from x2ct.training import finetune
+
+    fields = finetune.config_for(finetune.model_card(init_from))
+    if method is not None and (fields["method"], fields["preset"]) != (method, preset):
+        raise InputError(f"Model {init_from!r} is a {fields['method']} network at preset {fields['preset']}; choose "
+                         f"that method and preset to fine-tune it (chosen: {method}, {preset}).")
+    return fields
 
 
 def resumable_run(output) -> bool:
@@ -176,12 +200,7 @@ def write_config(dataset, method: str, preset: str, steps: int, output, presets:
 def _fine_tune(data: dict, method: str, preset: str, init_from: str) -> None:
     """Make ``data`` (a config mapping) the network and views of the model ``init_from``, which must be ``method``
     at ``preset``."""
-    from x2ct.training import finetune
-
-    fields = finetune.config_for(finetune.model_card(init_from))
-    if (fields["method"], fields["preset"]) != (method, preset):
-        raise InputError(f"Model {init_from!r} is a {fields['method']} network at preset {fields['preset']}; choose "
-                         f"that method and preset to fine-tune it (chosen: {method}, {preset}).")
+    fields = network(init_from, method, preset)
     data["model"] = fields["model"]
     if fields["angles"]:
         data["data"]["angles"] = fields["angles"]

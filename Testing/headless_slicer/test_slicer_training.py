@@ -97,6 +97,12 @@ def test_fine_tunes_a_trained_model_in_the_background(logic, scene, tmp_path):
     with pytest.raises(InputError, match="x2ct-cnn network at preset tiny; choose that method and preset"):
         logic.startTraining(SIMULATED, "x2ct-gan", "tiny", 1, tmp_path / "other", initFrom=str(first / "model"))
     assert not (tmp_path / "other" / "config.yaml").exists()
+    assert logic.modelNetwork(str(first / "model")) == ("x2ct-cnn", "tiny")
+    (problem,) = logic.settingsProblems(SIMULATED, "x2ct-gan", "tiny", 1, tmp_path / "other", initFrom="gone")
+    assert "'gone' is neither a model folder nor a usable model id" in problem
+    assert logic.settingsProblems(SIMULATED, "x2ct-gan", "tiny", 1, tmp_path / "tuned", resume=True,
+                                  initFrom="gone") != [] and "gone" not in " ".join(
+        logic.settingsProblems(SIMULATED, "x2ct-cnn", "tiny", 1, tmp_path / "tuned", resume=True, initFrom="gone"))
 
 
 def test_cancel_stops_the_process_tree_and_the_run_resumes(logic, tmp_path):

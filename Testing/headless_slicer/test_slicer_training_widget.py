@@ -1,9 +1,10 @@
-"""The X2CT Training panel's method choice, without Slicer's Qt layer.
+"""The X2CT Training panel's method and start-from choices, without Slicer's Qt layer.
 
-The method combo box is filled when the panel opens (listing the methods
-imports PyTorch), so the parameter node's ``method`` is synchronised by hand:
-a choice saved with the scene must survive the filling, and a pick in the box
-must reach the node that the Start button reads.
+The method and model combo boxes are filled when the panel opens (listing
+the methods imports PyTorch; models come from the catalog), so the parameter
+node's ``method`` and ``initFrom`` are synchronised by hand: a choice saved
+with the scene must survive the filling, and a pick in a box must reach the
+node that the Start button reads.
 """
 
 import ast
@@ -34,7 +35,7 @@ def test_every_parameter_is_bound_to_a_widget_or_synchronised_by_hand():
     fields = {item.target.id for item in wrapper.body if isinstance(item, ast.AnnAssign)}
     bound = {prop[0].text for prop in ElementTree.parse(UI_FILE).iter("property")
              if prop.get("name") == "SlicerParameterName"}
-    assert bound | {"method"} == fields and "method" not in bound
+    assert bound | {"method", "initFrom"} == fields and not bound & {"method", "initFrom"}
 
 
 class _Combo:
@@ -42,6 +43,7 @@ class _Combo:
 
     def __init__(self, onChange):
         self.items, self.currentIndex, self.blocked, self.onChange = [], -1, False, onChange
+        self.enabled = True
 
     @property
     def count(self):
@@ -53,6 +55,11 @@ class _Combo:
             self.currentIndex = 0
             if not self.blocked:
                 self.onChange(0)
+
+    def clear(self):
+        self.items, self.currentIndex = [], -1
+        if not self.blocked:
+            self.onChange(-1)
 
     def itemText(self, index):
         return self.items[index]
@@ -78,16 +85,18 @@ def training(monkeypatch, scene):
     sys.modules.pop("X2CTTraining", None)
 
 
-def make_widget(training, tmp_path, method=""):
-    """A panel whose parameter node (as saved with a scene) holds ``method``; its combo box still empty."""
+def make_widget(training, tmp_path, method="", initFrom=""):
+    """A panel whose parameter node (as saved with a scene) holds ``method`` and ``initFrom``; its combo boxes
+    still empty."""
     widget = training.X2CTTrainingWidget()
     widget.logic = training.X2CTTrainingLogic()
     bag = types.SimpleNamespace
-    widget.ui = bag(methodComboBox=_Combo(widget.onMethodChanged), statusLabel=bag(text=""),
+    widget.ui = bag(methodComboBox=_Combo(widget.onMethodChanged), initFromComboBox=_Combo(widget.onInitFromChanged),
+                    statusLabel=bag(text=""),
                     startButton=bag(enabled=False), cancelButton=bag(enabled=False),
                     datasetPathLineEdit=bag(enabled=True))
     widget._parameterNode = bag(datasetFolder=None, simulated=True, method=method, preset="tiny", steps=2,
-                                outputFolder=tmp_path / "run", resume=False)
+                                outputFolder=tmp_path / "run", resume=False, initFrom=initFrom)
     return widget
 
 
@@ -118,6 +127,49 @@ def test_an_unknown_saved_method_disables_start_with_the_reason(training, tmp_pa
     assert widget._parameterNode.method == "retired-method"
     assert not widget.ui.startButton.enabled
     assert "Choose a method" in widget.ui.statusLabel.text and "'retired-method'" in widget.ui.statusLabel.text
+
+
+def test_picking_a_model_to_fine_tune_takes_its_network_and_reaches_start(training, tmp_path, monkeypatch):
+    widget = make_widget(training, tmp_path, method="x2ct-gan")
+    widget.fillMethods()
+    widget.fillModels()
+    box = widget.ui.initFromComboBox
+    assert box.items[0] == training.RANDOM_WEIGHTS and "henzler-1v" in box.items
+    assert "back-projection" not in box.items  # a built-in has no weights to start from
+    assert box.currentIndex == 0 and widget._parameterNode.initFrom == ""
+
+    box.pick("henzler-1v")
+    node = widget._parameterNode
+    assert (node.initFrom, node.method, node.preset) == ("henzler-1v", "henzler", "small")
+    widget.updateStatus()
+    assert widget.ui.methodComboBox.itemText(widget.ui.methodComboBox.currentIndex) == "henzler"
+    assert widget.ui.startButton.enabled, widget.ui.statusLabel.text
+    started = []
+    monkeypatch.setattr(widget.logic, "startTraining", lambda *args, **kwargs: started.append((args, kwargs))
+                        or _fake_run())
+    widget.timer = types.SimpleNamespace(start=lambda: None)
+    widget.ui.progressBar = types.SimpleNamespace(value=None, format="")
+    widget.onStart()
+    ((args, kwargs),) = started
+    assert args[1:3] == ("henzler", "small") and kwargs["initFrom"] == "henzler-1v"
+
+    box.pick(training.RANDOM_WEIGHTS)
+    assert node.initFrom == "" and widget.settings()[6] is None
+
+
+def test_a_saved_model_that_is_gone_disables_start_and_resume_turns_the_box_off(training, tmp_path):
+    widget = make_widget(training, tmp_path, method="henzler", initFrom="deleted-model")
+    widget.fillMethods()
+    widget.fillModels()
+    assert widget._parameterNode.initFrom == "deleted-model"  # refilling the box kept the saved choice
+    assert not widget.ui.startButton.enabled
+    assert "'deleted-model' is neither a model folder nor a usable model id" in widget.ui.statusLabel.text
+    assert widget.ui.initFromComboBox.enabled
+
+    widget._parameterNode.resume = True
+    widget.updateStatus()
+    assert not widget.ui.initFromComboBox.enabled
+    assert "deleted-model" not in widget.ui.statusLabel.text  # a resumed run keeps its own config
 
 
 class _SingleShot:

@@ -40,10 +40,21 @@ class TrainingLogic:
         return tuple(_registry().PRESETS)
 
     def settingsProblems(self, datasetFolder, method: str, preset: str, steps: int, outputFolder,
-                         resume: bool = False) -> list[str]:
+                         resume: bool = False, initFrom: str | None = None) -> list[str]:
         """Why this set-up cannot be trained, one line each (empty: it can); ``x2ct.training_setup``'s rules."""
         return setup.problems(datasetFolder, method, preset, steps, outputFolder, resume, self.methodNames(),
-                              self.presetNames())
+                              self.presetNames(), initFrom)
+
+    def fineTunableModels(self) -> list[str]:
+        """Ids of the catalog's models that have weights to start from (shipped and imported; not built-ins)."""
+        from x2ct import catalog
+
+        return [entry.id for entry in catalog.entries() if entry.folder is not None and not entry.problem]
+
+    def modelNetwork(self, modelId: str) -> tuple[str, str]:
+        """(method, preset) of a model's network: what a run that fine-tunes it must train."""
+        fields = setup.network(modelId)
+        return fields["method"], fields["preset"]
 
     def dataKind(self, datasetFolder) -> str:
         """The training config's ``data.kind`` for a folder (or ``"simulated"``): ``x2ct.datasources.detect_kind``."""
@@ -77,7 +88,7 @@ class TrainingLogic:
         ``initFrom`` (a model id of the catalog, or a model folder) fine-tunes
         that model: the run starts from its weights, network and views.
         """
-        problems = self.settingsProblems(datasetFolder, method, preset, steps, outputFolder, resume)
+        problems = self.settingsProblems(datasetFolder, method, preset, steps, outputFolder, resume, initFrom)
         stopped = [] if resume or overwrite else self.stoppedRunFiles(outputFolder)
         if stopped:
             problems.append(f"Output folder {outputFolder} holds the files of a run that stopped before its first "
