@@ -40,6 +40,18 @@ def test_a_fine_tuning_run_starts_from_the_models_weights_and_records_them(train
     assert yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())["train"]["init_from"] == str(trained)
 
 
+def test_a_resumed_fine_tuning_run_still_names_its_source(trained, tmp_path):
+    """The resumed run takes its weights from its checkpoint, not the source, but its card keeps the source."""
+    _, card = load_model(trained)
+    first = config("x2ct-cnn", steps=1, init_from=str(trained))
+    train(first, tmp_path, progress="none", datasets=sets(16, 16))
+    train(config("x2ct-cnn", steps=2, init_from=str(trained)), tmp_path, resume=True, progress="none",
+          datasets=sets(16, 16))
+    _, resumed = load_model(tmp_path / "model")
+    assert resumed["training"]["steps"] == 2
+    assert resumed["training"]["init_from"] == {"from": str(trained), "sha256": card["sha256"], "steps": 2}
+
+
 def test_another_network_unknown_ids_and_changed_weights_are_refused_before_training(trained, tmp_path):
     with pytest.raises(InputError, match="different network .*method 'x2ct-cnn'.*method 'henzler'"):
         train(config("henzler", steps=1), tmp_path / "a", progress="none", datasets=sets(16, 16),

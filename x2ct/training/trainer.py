@@ -278,6 +278,8 @@ class Trainer:
             state["ema"] = self.ema.state_dict()
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        if self.initial_weights:
+            state["init_from"] = self.initial_weights  # a resumed fine-tuning run's card still names its source
         return state
 
     def load_state(self, state: dict) -> None:
@@ -306,6 +308,8 @@ class Trainer:
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["torch_rng"])
+        if "init_from" in state:
+            self.initial_weights = {str(k): state["init_from"][k] for k in ("from", "sha256", "steps")}
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
