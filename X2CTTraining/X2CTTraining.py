@@ -64,7 +64,7 @@ Generative Adversarial Networks</i> (DuoLift-CNN/GAN; its X2CT-CNN/GAN retrainin
 #: Pause (ms) after the last change of a setting before the set-up is checked again.
 STATUS_DELAY_MS = 400
 #: The first item of the "Start from" box: a new network with random weights (no fine-tuning).
-RANDOM_WEIGHTS = "random weights (new network)"
+RANDOM_WEIGHTS = _("random weights (new network)")
 CONSOLE_ONE_LINER = (
     'slicer.util.getModuleLogic("X2CTTraining").train("/data/cts", "x2ct-cnn", "small", 1000, "/runs/a")'
 )
@@ -84,8 +84,8 @@ class X2CTTraining(ScriptedLoadableModule):
             "LIDC-style DICOM tree or the X2CT HDF5 files, or on the built-in simulator: choose the method, "
             "a size preset (tiny for a quick check, small, or the paper's size), the number of steps and "
             "where checkpoints and the trained model go. <b>Start from</b> a shipped or imported model to "
-            "fine-tune it (its method, preset and views are taken over). Training runs in a background process with the "
-            "method's published schedule; the progress bar shows the ETA and the plot the losses. "
+            "fine-tune it (its method, preset and views are taken over). Training runs in a background process "
+            "with the method's published schedule; the progress bar shows the ETA and the plot the losses. "
             "<b>Cancel</b> stops it and keeps the last checkpoint; tick <b>Resume</b> to continue it. "
             "The trained model (OUTPUT/model) loads in the X2CT Reconstruction module.<br>"
             "From the Python console, one blocking call does the same and returns the summary:<br><code>"
