@@ -75,9 +75,10 @@ def network(init_from: str, method: str | None = None, preset: str | None = None
     model, angles); an InputError when it cannot be read, or is not ``method`` at ``preset`` where they are given."""
     from x2ct.training import finetune
 
-    fields = finetune.config_for(finetune.model_card(init_from))
+    name = finetune.model_reference(init_from)
+    fields = finetune.config_for(finetune.model_card(name))
     if method is not None and (fields["method"], fields["preset"]) != (method, preset):
-        raise InputError(f"Model {init_from!r} is a {fields['method']} network at preset {fields['preset']}; choose "
+        raise InputError(f"Model {name!r} is a {fields['method']} network at preset {fields['preset']}; choose "
                          f"that method and preset to fine-tune it (chosen: {method}, {preset}).")
     return fields
 
@@ -204,4 +205,4 @@ def _fine_tune(data: dict, method: str, preset: str, init_from: str) -> None:
     data["model"] = fields["model"]
     if fields["angles"]:
         data["data"]["angles"] = fields["angles"]
-    data["train"]["init_from"] = init_from
+    data["train"]["init_from"] = os.fspath(init_from)

@@ -4,12 +4,14 @@ import pytest
 import torch
 import yaml
 
+from x2ct.datasources import SIMULATED
 from x2ct.errors import InputError
 from x2ct.modelfile import load_model
+from x2ct.models.registry import PRESETS
 from x2ct.training import config as cfg
 from x2ct.training import train
 from x2ct.training.trainer import Trainer
-from x2ct.training_setup import write_config
+from x2ct.training_setup import problems, write_config
 
 from test_training_trainer import config, sets
 
@@ -52,6 +54,19 @@ def test_a_resumed_fine_tuning_run_still_names_its_source(trained, tmp_path):
     assert resumed["training"]["init_from"] == {"from": str(trained), "sha256": card["sha256"], "steps": 2}
 
 
+def test_a_path_object_names_a_model_folder_and_anything_else_is_refused(trained, tmp_path):
+    """Console users pass pathlib.Path as often as text; a number or an empty name gets a message, not a traceback."""
+    config_file = write_config(SIMULATED, "x2ct-cnn", "tiny", 1, tmp_path / "a", PRESETS, trained)
+    assert yaml.safe_load(config_file.read_text())["train"]["init_from"] == str(trained)
+    for wrong in (123, "  "):
+        (problem,) = problems(SIMULATED, "x2ct-cnn", "tiny", 1, tmp_path / "b", False, ["x2ct-cnn"], PRESETS, wrong)
+        assert problem.startswith("The model to fine-tune must be a model id or a model folder")
+    assert problems(SIMULATED, "x2ct-cnn", "tiny", 1, tmp_path / "b", False, ["x2ct-cnn"], PRESETS, "") == []  # none
+    for wrong in (123, ""):
+        with pytest.raises(InputError, match="must be a model id or a model folder"):
+            train(config("x2ct-cnn", steps=1), tmp_path / "c", progress="none", datasets=sets(16, 16), init_from=wrong)
+
+
 def test_another_network_unknown_ids_and_changed_weights_are_refused_before_training(trained, tmp_path):
     with pytest.raises(InputError, match="different network .*method 'x2ct-cnn'.*method 'henzler'"):
         train(config("henzler", steps=1), tmp_path / "a", progress="none", datasets=sets(16, 16),
@@ -81,7 +96,7 @@ def test_another_network_unknown_ids_and_changed_weights_are_refused_before_trai
 
 
 def test_a_config_written_to_fine_tune_a_shipped_model_has_its_network_and_views(tmp_path):
-    path = write_config("simulated", "x2ct-cnn", "small", 5, tmp_path / "a", ("paper", "small", "tiny"),
+    path = write_config("simulated", "x2ct-cnn", "small", 5, tmp_path / "a", PRESETS,
                         init_from="x2ct-cnn-1v")
     written = yaml.safe_load(path.read_text())
     assert written["model"] == {"n_views": 1, "view_size": 64}
@@ -89,6 +104,6 @@ def test_a_config_written_to_fine_tune_a_shipped_model_has_its_network_and_views
     assert written["train"]["init_from"] == "x2ct-cnn-1v" and written["train"]["steps"] == 5
     assert cfg.load(path).train.init_from == "x2ct-cnn-1v"
     with pytest.raises(InputError, match="x2ct-cnn network at preset small; choose that method and preset"):
-        write_config("simulated", "henzler", "small", 5, tmp_path / "b", ("paper", "small", "tiny"),
+        write_config("simulated", "henzler", "small", 5, tmp_path / "b", PRESETS,
                      init_from="x2ct-cnn-1v")
     assert not (tmp_path / "b" / "config.yaml").exists()

@@ -81,12 +81,15 @@ CHILD = textwrap.dedent('''
 
     panel = training.X2CTTrainingWidget()
     panel.logic = training.X2CTTrainingLogic()
-    panel.ui = bag(methodComboBox=Combo(), statusLabel=bag(text=""), startButton=bag(enabled=True),
-                   cancelButton=bag(enabled=False), datasetPathLineEdit=bag(enabled=True))
+    panel.ui = bag(methodComboBox=Combo(), initFromComboBox=Combo(), statusLabel=bag(text=""),
+                   startButton=bag(enabled=True), cancelButton=bag(enabled=False),
+                   datasetPathLineEdit=bag(enabled=True))
     panel._parameterNode = bag(datasetFolder=None, simulated=True, method="", preset="tiny", steps=2,
-                               outputFolder=pathlib.Path(sys.argv[3]), resume=False)
+                               outputFolder=pathlib.Path(sys.argv[3]), resume=False, initFrom="")
     panel.fillMethods()
+    panel.fillModels()  # as enter() does
     panel.updateStatus()
+    out["startFrom"] = panel.ui.initFromComboBox.items
     out["trainingStatus"] = panel.ui.statusLabel.text
     out["startEnabled"] = panel.ui.startButton.enabled
     out["missingTraining"] = panel.logic.missingPackages()
@@ -115,6 +118,7 @@ def test_stock_slicer_loads_both_modules_lists_the_models_and_shows_one_install_
     assert "back-projection" in shown["models"] and "x2ct-cnn-2v" in shown["models"]
     assert shown["reconstructProblems"][0] == prompt
     assert shown["trainingStatus"] == prompt and shown["startEnabled"] is False
+    assert shown["startFrom"] == []  # listed once the packages are installed
 
 
 def test_torch_without_monai_is_one_install_line_not_a_broken_panel(tmp_path):
@@ -263,6 +267,10 @@ class _Combo:
         self.items.append(text)
         self.currentIndex = max(self.currentIndex, 0)
 
+    def addItems(self, texts):
+        for text in texts:
+            self.addItem(text)
+
     def clear(self):
         self.items, self.currentIndex = [], -1
 
@@ -343,16 +351,17 @@ def test_training_panel_lists_the_methods_right_after_install(monkeypatch, tmp_p
     panel = X2CTTraining.X2CTTrainingWidget()
     panel.logic = X2CTTraining.X2CTTrainingLogic()
     bag = types.SimpleNamespace
-    combo = _Combo()
-    combo.addItems = lambda texts: [combo.addItem(text) for text in texts]
-    panel.ui = bag(methodComboBox=combo, statusLabel=bag(text=""), startButton=bag(enabled=True),
-                   cancelButton=bag(enabled=False), datasetPathLineEdit=bag(enabled=True))
+    combo, models = _Combo(), _Combo()
+    panel.ui = bag(methodComboBox=combo, initFromComboBox=models, statusLabel=bag(text=""),
+                   startButton=bag(enabled=True), cancelButton=bag(enabled=False),
+                   datasetPathLineEdit=bag(enabled=True))
     panel._parameterNode = bag(datasetFolder=None, simulated=True, method="", preset="tiny", steps=2,
-                               outputFolder=tmp_path / "run", resume=False)
+                               outputFolder=tmp_path / "run", resume=False, initFrom="")
     panel.fillMethods()
     panel.updateStatus()
     assert combo.count == 0 and panel.ui.startButton.enabled is False and "monai" in panel.ui.statusLabel.text
     absent.clear()  # what Install did
     panel.onDependenciesInstalled()
     assert "x2ct-cnn" in combo.items and panel._parameterNode.method == combo.items[0]
+    assert models.items[0] == X2CTTraining.RANDOM_WEIGHTS and "x2ct-cnn-2v" in models.items
     assert "monai" not in panel.ui.statusLabel.text

@@ -11,9 +11,19 @@ and the schedule start fresh, as in the papers' fine-tuning.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from x2ct.errors import InputError
+
+
+def model_reference(value) -> str:
+    """``value`` as ``train.init_from`` holds it: a model id or folder as text (a path object gives its path)."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"The model to fine-tune must be a model id or a model folder; got {value!r}.")
+    return value
 
 
 def _model_folder(name: str) -> Path:

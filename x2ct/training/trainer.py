@@ -518,7 +518,7 @@ def train(config: Config | dict, out, resume: bool = False, steps: int | None = 
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=steps))
     if init_from is not None:
         settings = config.to_dict()
-        settings["train"]["init_from"] = init_from
+        settings["train"]["init_from"] = finetune.model_reference(init_from)
         config = from_dict(settings)  # validated as if the config file had it
     group = distributed.Group.from_env(_device(config).type)
     try:
