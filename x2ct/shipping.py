@@ -79,9 +79,9 @@ MODELS = {
     "repeat-concat-2v": ("Repeat and Concatenate (SwinUNETR, neural optimal transport; small, 128^2 -> 64^3), "
                          "frontal + lateral views.", 2),
     "code-diffusion-2v": ("Conditional VQ code diffusion (small, 64^3), frontal + lateral views. NOT FOR USE ON A "
-                          "PATIENT: its prior (500 steps; the paper: 100k) has not learnt to use the X-rays, so it "
-                          "returns nearly the same chest-like CT whatever the input (docs/models.md). Kept to run and "
-                          "retrain the method.", 2),
+                          "PATIENT: its prior (2,500 steps; the paper: 100k) has only begun to use the X-rays: on "
+                          "held-out pseudo-patients it scores about as the mean CT and finds almost no lung in the "
+                          "-950..-400 HU range (docs/models.md). Kept to run and retrain the method.", 2),
 }
 
 

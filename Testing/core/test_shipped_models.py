@@ -76,13 +76,7 @@ def chest():
     return truth, xrays, floor
 
 
-#: Shipped, but known not to reconstruct the patient (docs/models.md): strict, so a retrained model that passes says so.
-IGNORES_THE_XRAYS = {"code-diffusion-2v": "its prior (500 steps) draws nearly the same CT whatever the X-rays"}
-
-
-@pytest.mark.parametrize("model_id", [
-    pytest.param(i, marks=pytest.mark.xfail(reason=IGNORES_THE_XRAYS[i], strict=True)) if i in IGNORES_THE_XRAYS
-    else i for i in IDS])
+@pytest.mark.parametrize("model_id", IDS)
 def test_reconstructs_a_plausible_chest(model_id, chest):
     truth, xrays, floor = chest
     views = [xrays[name] for name in catalog.find(model_id).views_required]
