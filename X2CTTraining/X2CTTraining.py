@@ -254,21 +254,13 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         combo, parameters = self.ui.methodComboBox, self._parameterNode
         if not parameters.method and combo.count:
             parameters.method = combo.itemText(0)  # re-enters updateStatus through the node's Modified event
-        index = combo.findText(parameters.method)
-        if index >= 0 and index != combo.currentIndex:
-            wasBlocked = combo.blockSignals(True)
-            combo.currentIndex = index
-            combo.blockSignals(wasBlocked)
+        _selectQuietly(combo, combo.findText(parameters.method))
 
     def showInitFrom(self) -> None:
         """Select the parameter node's model to fine-tune (a model no longer listed keeps the node's value, and
         the set-up check says it is missing); a resumed run keeps its own config, so the box is off."""
         combo, modelId = self.ui.initFromComboBox, self._parameterNode.initFrom
-        index = combo.findText(modelId) if modelId else 0
-        if index >= 0 and index != combo.currentIndex:
-            wasBlocked = combo.blockSignals(True)
-            combo.currentIndex = index
-            combo.blockSignals(wasBlocked)
+        _selectQuietly(combo, combo.findText(modelId) if modelId else 0)
         combo.enabled = not self._parameterNode.resume
 
     def running(self) -> bool:
@@ -346,6 +338,14 @@ class X2CTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.value = int(round(100 * run.fraction))
         self.ui.progressBar.format = "%p%"
         self.updateStatus()  # shows the outcome (or the error) and what the next run needs
+
+
+def _selectQuietly(combo, index: int) -> None:
+    """Show item ``index`` (nothing when it is -1) without the box's signal: the parameter node already holds it."""
+    if index >= 0 and index != combo.currentIndex:
+        wasBlocked = combo.blockSignals(True)
+        combo.currentIndex = index
+        combo.blockSignals(wasBlocked)
 
 
 class X2CTTrainingLogic(ScriptedLoadableModuleLogic, TrainingLogic):

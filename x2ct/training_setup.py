@@ -72,7 +72,8 @@ def init_from_problems(init_from: str, method: str, preset: str) -> list[str]:
 
 def network(init_from: str, method: str | None = None, preset: str | None = None) -> dict:
     """The network and views of the model ``init_from`` (``x2ct.training.finetune.config_for``: method, preset,
-    model, angles); an InputError when it cannot be read, or is not ``method`` at ``preset`` where they are given."""
+    model, angles) and its name as a config holds it; an InputError when it cannot be read, or is not ``method``
+    at ``preset`` where they are given."""
     from x2ct.training import finetune
 
     name = finetune.model_reference(init_from)
@@ -80,7 +81,7 @@ def network(init_from: str, method: str | None = None, preset: str | None = None
     if method is not None and (fields["method"], fields["preset"]) != (method, preset):
         raise InputError(f"Model {name!r} is a {fields['method']} network at preset {fields['preset']}; choose "
                          f"that method and preset to fine-tune it (chosen: {method}, {preset}).")
-    return fields
+    return {**fields, "name": name}
 
 
 def resumable_run(output) -> bool:
@@ -205,4 +206,4 @@ def _fine_tune(data: dict, method: str, preset: str, init_from: str) -> None:
     data["model"] = fields["model"]
     if fields["angles"]:
         data["data"]["angles"] = fields["angles"]
-    data["train"]["init_from"] = os.fspath(init_from)
+    data["train"]["init_from"] = fields["name"]

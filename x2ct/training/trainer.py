@@ -309,7 +309,7 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["torch_rng"])
         if "init_from" in state:
-            self.initial_weights = {str(k): state["init_from"][k] for k in ("from", "sha256", "steps")}
+            self.initial_weights = dict(state["init_from"])
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
