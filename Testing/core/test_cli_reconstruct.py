@@ -9,6 +9,7 @@ from PIL import Image
 from x2ct import catalog
 from x2ct.cli import main
 from x2ct.commands.reconstruct import parse_view, std_path
+from x2ct.errors import InputError
 from x2ct.image import Volume, XRay
 from x2ct.io import read_ct, write_volume, write_xray
 from x2ct.modelfile import save_model
@@ -69,11 +70,16 @@ def test_samples_write_the_std_volume(views, tmp_path, capsys):
     assert std_path(out).name == "ct-std.nii.gz" and read_ct(std_path(out)).shape == (16, 16, 16)
 
 
-def test_parse_view():
+def test_parse_view(tmp_path):
     assert parse_view("a/b.dcm:lateral") == (parse_view("a/b.dcm")[0], "lateral")
     assert parse_view("b.png:45")[1] == 45.0
     assert parse_view("b.png")[1] is None
     assert str(parse_view("C:/x/b.png")[0]) == "C:/x/b.png"
+    film = tmp_path / "film.png"
+    film.write_bytes(b"")
+    with pytest.raises(InputError, match="'sideways' is not a view; give frontal, lateral"):
+        parse_view(f"{film}:sideways")
+    assert parse_view(f"{tmp_path}/other.png:sideways")[1] is None  # no such file: reading it says so
 
 
 def test_ct_given_as_xray(views, tmp_path, capsys):

@@ -7,7 +7,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from x2ct.errors import InputError
-from x2ct.image import Volume, to_canonical
+from x2ct.image import Volume, XRay, to_canonical
 from x2ct.io import read_ct, read_image, read_xray
 
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -256,3 +256,11 @@ def test_ct_slice_and_radiograph_are_not_confused(tmp_path):
     assert isinstance(read_image(series / "slice001.dcm"), Volume)
     assert read_image(radiograph).shape == (3, 4)
     assert read_image(series).shape == (4, 5, 6)
+
+
+def test_a_ct_localizer_is_a_radiograph(tmp_path):
+    """A CT scout (topogram) has the CT modality and a position, but it is a projection: it loads as an X-ray."""
+    scout = write_radiograph(tmp_path / "scout.dcm", RAW, Modality="CT", ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"],
+                             ImagePositionPatient=["0", "0", "0"], PixelSpacing=["0.5", "0.5"])
+    assert isinstance(read_image(scout), XRay)
+    np.testing.assert_array_equal(read_xray(scout).image, RAW)

@@ -116,6 +116,8 @@ def test_drrs_made_by_x2ct_keep_the_geometric_preparation_only():
         prepare.prepare(image, 64, "photo")
     with pytest.raises(InputError, match="blank"):
         prepare.prepare(picture(np.ones((32, 32))), 16)
+    with pytest.raises(InputError, match="only 4x6 pixels.*full-resolution"):
+        prepare.prepare(picture(rng.integers(0, 4096, (6, 4))), 16)
 
 
 def test_a_drr_read_back_from_a_file_is_still_a_drr(tmp_path):

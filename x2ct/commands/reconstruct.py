@@ -46,6 +46,9 @@ def parse_view(text: str) -> tuple[Path, object]:
             if _is_number(tail):  # nan, inf, 1e309: meant as an angle, not as part of the file name
                 raise InputError(f"--view {text}: the angle {tail!r} is not a finite number of degrees; give "
                                  "frontal, lateral, ap or an angle such as 90.") from None
+            if Path(head).is_file() and not Path(text).exists():
+                raise InputError(f"--view {text}: {tail!r} is not a view; give frontal, lateral, ap or a gantry "
+                                 "angle in degrees such as 90.") from None
     return Path(text), None
 
 

@@ -28,6 +28,8 @@ VIEW_POSITIONS = {"PA": "frontal", "AP": "ap", "LL": "lateral", "LAT": "lateral"
 #: towards (x2ct.image: theta=0 -> patient left, 90 -> posterior, ...). Rows always run to the feet.
 COLUMN_DIRECTION = {0: "L", 90: "P", 180: "R", 270: "A"}
 OPPOSITE = {"L": "R", "R": "L", "A": "P", "P": "A", "H": "F", "F": "H"}
+#: Modalities whose images are slices of a 3D series.
+SLICE_MODALITIES = ("CT", "MR", "PT", "NM")
 #: Header fields kept in XRay.metadata for provenance (identifiers, not names).
 PROVENANCE = ("Modality", "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "StudyDate",
               "Manufacturer", "BodyPartExamined", "ViewPosition", "PhotometricInterpretation")
@@ -43,6 +45,18 @@ def read_header(path: Path):
     except (InvalidDicomError, OSError, ValueError, EOFError):
         raise InputError(f"{path} is not a readable DICOM file (corrupt or another format); export it again "
                          "from the PACS or scanner.") from None
+
+
+def is_series_slice(header) -> bool:
+    """A CT/MR/PET/NM slice with its position in a 3D series.
+
+    A localizer (CT scout or topogram) carries the CT modality but is a
+    projection radiograph, so it is not a slice: it loads as an X-ray.
+    """
+    image_type = header.get("ImageType", "")
+    parts = image_type.split("\\") if isinstance(image_type, str) else list(image_type)
+    return (str(header.get("Modality", "")) in SLICE_MODALITIES and "ImagePositionPatient" in header
+            and "LOCALIZER" not in (str(part).upper() for part in parts))
 
 
 # ---------------------------------------------------------------- CT series
@@ -172,7 +186,7 @@ def read_radiograph(path: Path, view=None, pixel_spacing=None, max_bytes: int | 
     if int(header.get("NumberOfFrames", 1) or 1) > 1:
         raise InputError(f"{path} holds {header.NumberOfFrames} frames (a cine loop or a volume), not one "
                          "radiograph; export a single frame.")
-    if str(header.get("Modality", "")) in ("CT", "MR", "PT", "NM"):
+    if is_series_slice(header):
         raise InputError(f"{path} is a {header.Modality} slice, part of a 3D series, not a radiograph: load "
                          "its folder as a CT.")
     checks.check_memory(path, (int(header.Rows), int(header.Columns)), max_bytes)

@@ -9,9 +9,6 @@ from x2ct.io.files import PICTURE_FORMATS, VOLUME_FORMATS, existing, is_dicom_fi
 from x2ct.io.volumes import read_ct
 from x2ct.io.xrays import read_xray
 
-#: DICOM modalities whose images are slices of a 3D series.
-SLICE_MODALITIES = ("CT", "MR", "PT", "NM")
-
 
 def read_image(path, *, max_bytes: int | None = None) -> Volume | XRay:
     """A Volume for 3D data (DICOM series, 3D NRRD/MetaImage/NIfTI), an XRay for 2D or one-slice images."""
@@ -24,6 +21,6 @@ def read_image(path, *, max_bytes: int | None = None) -> Volume | XRay:
         size = read_header(path, VOLUME_FORMATS[suffix(path)]).size
         flat = len(size) == 2 or (len(size) == 3 and size[2] == 1)
         return read_xray(path, max_bytes=max_bytes) if flat else read_ct(path, max_bytes=max_bytes)
-    if is_dicom_file(path) and str(dicom.read_header(path).get("Modality", "")) in SLICE_MODALITIES:
+    if is_dicom_file(path) and dicom.is_series_slice(dicom.read_header(path)):
         return read_ct(path, max_bytes=max_bytes)
     return read_xray(path, max_bytes=max_bytes)

@@ -64,6 +64,8 @@ BORDER_SHARE, BORDER_SPREAD, BORDER_EXTREME = 0.9, 0.08, 0.12
 #: Borders are looked for up to this fraction of the side from each edge.
 BORDER_MAX = 0.3
 KINDS = ("auto", "film", "drr")
+#: Fewer pixels than this on a side is a thumbnail or an icon, not a radiograph.
+MIN_PIXELS = 16
 #: A detected lung field is used when it makes the training field this share of the image's width.
 LUNG_SCALE = (0.5, 1.5)
 
@@ -90,6 +92,9 @@ def prepare(xray: XRay, size: int, kind: str = "auto") -> PreparedView:
     image = np.asarray(xray.image, dtype=np.float32)
     if float(image.max() - image.min()) <= 0:
         raise InputError(f"{name} is blank (one grey level); give the radiograph itself.")
+    if min(image.shape) < MIN_PIXELS:
+        raise InputError(f"{name} is only {image.shape[1]}x{image.shape[0]} pixels, a thumbnail rather than a "
+                         f"radiograph (at least {MIN_PIXELS} a side); give the full-resolution image.")
     steps = [_decode_record(xray, kind)]
     notes: list[str] = []
     spacing = tuple(float(s) for s in xray.pixel_spacing)
