@@ -73,6 +73,19 @@ def test_known_spacing_sets_the_scale_whatever_the_pixel_size():
     assert np.abs(fine.view - coarse.view).mean() < 0.03
 
 
+@pytest.mark.parametrize("wrong", [1e-9, 0.01, 50.0])
+def test_a_spacing_no_radiograph_has_is_ignored_and_said(wrong):
+    """1e-9 mm asked for a 5e11-pixel window (numpy: array too big); such a tag is set aside, with a note."""
+    film = chest_film()
+    prepared = prepare.prepare(picture(film, (wrong, wrong)), 64, "film")
+    unknown = prepare.prepare(picture(film), 64, "film")
+    assert step(prepared, "field")["scale"] == "from the detected lung field (pixel spacing unknown)"
+    assert any("spacing was ignored" in note for note in prepared.notes)
+    np.testing.assert_array_equal(prepared.view, unknown.view)
+    believed = prepare.prepare(picture(film, (1.0, 1.0)), 64, "film")  # 360 mm: a chest film's size
+    assert not any("spacing was ignored" in note for note in believed.notes)
+
+
 def test_unknown_spacing_scales_from_the_lung_field():
     film = chest_film()
     zoomed = ndimage.zoom(film, 1.5, order=1)  # the same chest on a finer, unknown pixel grid

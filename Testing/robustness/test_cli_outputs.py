@@ -107,6 +107,15 @@ def test_a_read_only_output_folder_is_refused_before_the_reconstruction(work, ca
         assert snapshot(work["root"]) == before
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_a_pseudo_file_system_is_not_called_a_full_disk(work, capfd):
+    """/proc reports 0 bytes free of 0: the message must give the write's reason, not 'disk full'."""
+    assert main([str(a) for a in _reconstruct(work, "/proc/x2ct-ct.nrrd")]) == 2
+    err = capfd.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Could not write /proc/x2ct-ct.nrrd" in err, err
+    assert "disk full" not in err
+
+
 HOLD = """
 import sys, time
 from pathlib import Path

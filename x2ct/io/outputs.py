@@ -166,7 +166,8 @@ def failure(path: Path, error: BaseException, needed_bytes: int = 0) -> X2CTErro
 def _failure(path: Path, error: BaseException, needed_bytes: int, what: str = "") -> X2CTError:
     folder = _existing_ancestor(path.parent)
     try:
-        free = shutil.disk_usage(folder).free
+        usage = shutil.disk_usage(folder)
+        free = usage.free if usage.total > 0 else None  # /proc and other pseudo file systems: 0 of 0, not full
     except OSError:
         free = None
     code = getattr(error, "errno", None)

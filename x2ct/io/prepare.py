@@ -66,6 +66,9 @@ BORDER_MAX = 0.3
 KINDS = ("auto", "film", "drr")
 #: Fewer pixels than this on a side is a thumbnail or an icon, not a radiograph.
 MIN_PIXELS = 16
+#: A pixel spacing is believed when it makes the image's longest side this multiple of DETECTOR_MM; outside,
+#: it is a wrong tag (or not a radiograph) and would ask for a window of billions of pixels, so it is ignored.
+EXTENT_RANGE = (0.25, 4.0)
 #: A detected lung field is used when it makes the training field this share of the image's width.
 LUNG_SCALE = (0.5, 1.5)
 
@@ -99,6 +102,12 @@ def prepare(xray: XRay, size: int, kind: str = "auto") -> PreparedView:
     notes: list[str] = []
     spacing = tuple(float(s) for s in xray.pixel_spacing)
     spacing_known = not str(xray.metadata.get("pixel_spacing_source", "file")).startswith("assumed")
+    if spacing_known and not _plausible_spacing(image.shape, spacing):
+        spacing_known = False
+        notes.append(f"{name}: its pixel spacing ({spacing[0]:g} x {spacing[1]:g} mm) would make it "
+                     f"{max(image.shape[0] * spacing[0], image.shape[1] * spacing[1]):g} mm across, not the size "
+                     "of a radiograph; the spacing was ignored and the scale taken from the image. Check the "
+                     "file's pixel spacing for true geometry.")
     lungs = None
     if kind == "film":
         image, spacing, record = _working_copy(image, spacing)
@@ -148,6 +157,12 @@ def _decode_record(xray: XRay, kind: str) -> dict:
     if record.get("PhotometricInterpretation") == "MONOCHROME1":
         record["inverted"] = "MONOCHROME1: stored values inverted so that bone is bright"
     return record
+
+
+def _plausible_spacing(shape, spacing) -> bool:
+    """Whether ``spacing`` (mm) gives the image a radiograph's size (EXTENT_RANGE x DETECTOR_MM)."""
+    extent = max(shape[0] * spacing[0], shape[1] * spacing[1])
+    return bool(EXTENT_RANGE[0] * DETECTOR_MM <= extent <= EXTENT_RANGE[1] * DETECTOR_MM)
 
 
 def _working_copy(image: np.ndarray, spacing) -> tuple[np.ndarray, tuple, dict]:
