@@ -88,6 +88,13 @@ def test_ct_given_as_xray(views, tmp_path, capsys):
            capsys, "is a CT volume")
 
 
+def test_a_folder_given_as_a_view(tmp_path, capsys):
+    """Not 'no DICOM CT slices found': the user gave a view, so the message is about the X-ray."""
+    (tmp_path / "films").mkdir()
+    _fails(["reconstruct", "--view", str(tmp_path / "films"), "--model", "back-projection", "--out",
+            str(tmp_path / "o.nrrd")], capsys, "is a folder; an X-ray is a single file")
+
+
 def test_colour_png(tmp_path, capsys):
     rgb = np.zeros((16, 16, 3), np.uint8)
     rgb[..., 0] = 255

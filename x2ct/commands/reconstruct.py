@@ -65,6 +65,8 @@ def read_view(path: Path, view):
     from x2ct.image import Volume
     from x2ct.io import read_image, read_xray
 
+    if Path(path).is_dir():
+        return read_xray(path, view)  # refuses a folder, without reading a CT series only to refuse it
     image = read_image(path)
     if isinstance(image, Volume):
         raise InputError(f"{path} is a CT volume ({'x'.join(map(str, image.shape[::-1]))} voxels), not an X-ray; "
