@@ -571,20 +571,28 @@ class X2CTReconstructionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         elif run.error:
             self.showFailure(run.error)
         else:
-            self.showResult(run.outputNode)
+            self.showResult(run.outputNode, run.notes)
         self.updateGUIFromParameterNode()
 
-    def showResult(self, node) -> None:
+    def showResult(self, node, notes=()) -> None:
+        """The outputs in the views; the run's notes (input likeness, preparation) under the buttons.
+
+        A WARNING note (a view unlike the training inputs) also pops up: it
+        must not wait in the node's provenance for someone to look.
+        """
         self.ui.progressBar.value = 100
         self.ui.progressBar.format = "%p%: " + _("done")
-        self._message = _("Reconstructed {name}.").format(name=node.GetName())
+        self._message = "\n".join([_("Reconstructed {name}.").format(name=node.GetName()), *notes])
+        warnings = [note for note in notes if note.startswith("WARNING")]
+        if warnings:
+            slicer.util.warningDisplay("\n\n".join(warnings), windowTitle=_("X2CT: check this reconstruction"))
         self._parameterNode.reconstructedVolume = node  # for Compare; the output selector stays as the user set it
         try:
             shown = self.logic.showOutputs(node)
         except Exception as error:
             if not isinstance(error, X2CTError):
                 logging.exception("Could not display %s", node.GetName())
-            self._message += " " + _("It could not be displayed: {error}").format(error=error)
+            self._message += "\n" + _("It could not be displayed: {error}").format(error=error)
             return
         self.ui.reprojectionLabel.text = reprojectionText(shown)
 

@@ -231,6 +231,42 @@ def test_cancel_mid_run_adds_nothing(scene, phantom_xrays):
     assert snapshot(scene) == before
 
 
+def test_nodes_removed_during_the_run_lose_nothing(scene, phantom_xrays, caplog):
+    """The user deletes the frontal X-ray, or the chosen output node, while the child runs.
+
+    It raised AttributeError from the poll timer (the removed X-ray has no
+    scene to find its study in), and filled a node no longer in the scene
+    (a CT nobody sees). Now the CT is added as a new node, named after the
+    view, with a note, and references only the inputs still there. Warnings
+    name the nodes (not the child's temporary files) and are logged for the console.
+    """
+    frontal, lateral = phantom_xrays
+    logic = ReconstructionLogic(scene)
+    study(scene, lateral)
+    run = logic.startReconstruction(frontal, lateral, device="cpu")
+    scene.RemoveNode(frontal)
+    node = run.wait(timeout=300)
+    assert scene.IsNodePresent(node) and node.GetName() == "phantom frontal CT (back-projection)"
+    assert input_nodes(node) == [lateral] and outputs.referenced_inputs(node) == [(1, lateral)]
+    assert outputs.study_item(node) == outputs.study_item(lateral) is not None
+    assert any("input X-ray node was removed" in note for note in run.notes)
+    warnings = [note for note in run.notes if note.startswith("WARNING")]  # phantom DRRs are not chest films
+    assert [note.split(" (")[0] for note in warnings] == ["WARNING 'phantom frontal'", "WARNING 'phantom lateral'"]
+    logged = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert logged == [f"X2CT: {note}" for note in warnings]
+
+    target = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "my CT")
+    run = logic.startReconstruction(lateral, None, model="back-projection", device="cpu", outputNode=target)
+    before = {n for n, _ in snapshot(scene)}
+    scene.RemoveNode(target)
+    node = run.wait(timeout=300)
+    assert node is not target and scene.IsNodePresent(node) and slicer.util.arrayFromVolume(node).any()
+    added = {n for n, _ in snapshot(scene)} - before
+    assert node.GetID() in added and not scene.GetNodeByID(target.GetID())
+    assert all("DisplayNode" in other for other in added - {node.GetID()}), added  # one new volume, its display
+    assert any("'my CT' was removed" in note for note in run.notes)
+
+
 def test_the_next_reconstruction_runs_in_the_spare_left_by_the_last_one(scene, phantom_xrays, monkeypatch):
     frontal, lateral = phantom_xrays
     jobs.drop_spare()

@@ -129,7 +129,8 @@ class _Timer:
 
 @pytest.fixture
 def recon(monkeypatch, scene, tmp_path):
-    """X2CTReconstruction.py imported with stand-ins; message boxes recorded in ``recon.shown``."""
+    """X2CTReconstruction.py imported with stand-ins; error boxes recorded in ``recon.shown``, warnings in
+    ``recon.warned``."""
     for name, stand_in in qt_layer(qt=module("qt", QTimer=_Timer)).items():
         monkeypatch.setitem(sys.modules, name, stand_in)
     shown = []
@@ -142,11 +143,13 @@ def recon(monkeypatch, scene, tmp_path):
             shown.append(f"{message} {error}")
 
     monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, *args, **kwargs: shown.append(text))
+    warned = []
+    monkeypatch.setattr(slicer.util, "warningDisplay", lambda text, *args, **kwargs: warned.append(text))
     monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", try_with_error_display)
     monkeypatch.setattr(slicer.util, "tempDirectory", lambda: tempfile.mkdtemp(dir=tmp_path))
     monkeypatch.setenv("X2CT_MODELS", str(tmp_path / "models"))
     imported = importlib.import_module("X2CTReconstruction")
-    imported.shown = shown
+    imported.shown, imported.warned = shown, warned
     yield imported
     sys.modules.pop("X2CTReconstruction", None)
 
@@ -207,7 +210,7 @@ class _Run:
 
     def __init__(self, onProgress, onDone, doneOnCancel=True):
         self.onProgress, self.onDone, self.doneOnCancel = onProgress, onDone, doneOnCancel
-        self.error, self.outputNode, self.cancelled, self.polls = None, None, False, 0
+        self.error, self.outputNode, self.cancelled, self.polls, self.notes = None, None, False, 0, []
 
     def poll(self):
         self.polls += 1
@@ -390,7 +393,22 @@ def test_a_run_shows_progress_then_the_outputs(recon, scene, tmp_path):
     assert widget._parameterNode.outputVolume is None  # the next run makes a new node again
     assert "Reconstructed frontal CT (back-projection)" in widget.ui.statusLabel.text
     assert widget.ui.reconstructButton.enabled and not widget.ui.cancelButton.enabled
-    assert recon.shown == []
+    assert recon.shown == [] and recon.warned == []
+
+
+def test_the_notes_of_a_run_are_shown_and_a_warning_pops_up(recon, scene, tmp_path):
+    """The input-likeness score of each view (issue 13) is in the panel, not only in the node's provenance."""
+    widget = ready_widget(recon, scene, tmp_path)
+    widget.onReconstruct()
+    run = widget.logic.runs[0]
+    run.outputNode = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "leg CT (back-projection)")
+    liked = "frontal.nrrd (frontal view): input-likeness score 1.45 (threshold 3.87): like the training views."
+    unlike = ("WARNING lateral.nrrd (lateral view): input-likeness score 9.10 is above the threshold 3.50: this "
+              "view is unlike the chest views the model was trained on")
+    run.notes = [liked, unlike]
+    run.onDone(run)
+    assert widget.ui.statusLabel.text.splitlines() == ["Reconstructed leg CT (back-projection).", liked, unlike]
+    assert recon.warned == [unlike] and recon.shown == []
 
 
 def test_a_failed_run_says_why_and_shows_a_message(recon, scene, tmp_path):

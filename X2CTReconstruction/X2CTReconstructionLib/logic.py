@@ -24,6 +24,7 @@ the next reconstruction runs in it with its imports already done.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import time
@@ -384,36 +385,51 @@ class ReconstructionRun:
                 self._add_outputs()
             except X2CTError as error:
                 self.error = str(error)
+            except Exception as error:  # noqa: BLE001 - a poll timer must end the run and say why, not raise
+                logging.exception("X2CT: adding the reconstruction to the scene failed")
+                self.error = f"The CT was made but could not be added to the scene ({error}); see the Python log."
         else:
             self.error = _cli_message(self._job.error) or "The reconstruction stopped without a result."
         self.stage = "failed" if self.error else "done"
         if not self.error:
             self.fraction = 1.0
+            for note in self.notes:  # the Python console shows logged warnings; the panel shows the notes too
+                if note.startswith("WARNING"):
+                    logging.warning("X2CT: %s", note)
         self._close()
 
     def _add_outputs(self) -> None:
         """Read the child's files, then (only then) add or fill the nodes."""
         volume = x2ct.io.read_ct(self._result["output"])
         uncertainty = x2ct.io.read_ct(self._result["uncertainty"]) if self._result.get("uncertainty") else None
-        self.notes = list(self._result.get("notes", []))
+        self.notes = [_named_after_nodes(note, self._views) for note in self._result.get("notes", [])]
         added = []
+        present = [node for node in self._inputs if outputs.in_scene(node, self.scene)]
+        if len(present) < len(self._inputs):
+            self.notes.append("An input X-ray node was removed from the scene during the run; the CT keeps the "
+                              "names of its views in its provenance.")
         try:
-            if self._target is not None:
+            if outputs.in_scene(self._target, self.scene):
                 node = self._target
                 outputs.fill_volume_node(node, volume)
             else:
-                name = f"{self._inputs[0].GetName()} CT ({self._facts.id})"
+                if self._target is not None:
+                    self.notes.append(f"The output node {self._target.GetName()!r} was removed from the scene "
+                                      "during the run, so the CT was added as a new node.")
+                name = f"{self._views[0]['node']} CT ({self._facts.id})"
                 node = scene_glue.volume_node_from_volume(volume, name, self.scene)
                 added.append(node)
             outputs.set_provenance(node, self._facts.id, self._facts.sha256, self._views, volume, self.notes,
                                    self._result.get("device", ""), self._inputs)
-            outputs.place_in_study(node, self._inputs[0])
+            if present:
+                outputs.place_in_study(node, present[0])
             if uncertainty is not None:
                 spread = scene_glue.volume_node_from_volume(uncertainty, f"{node.GetName()} uncertainty (SD, HU)",
                                                             self.scene)
                 added.append(spread)
                 spread.SetNodeReferenceID(outputs.UNCERTAINTY_OF, node.GetID())
-                outputs.place_in_study(spread, self._inputs[0])
+                if present:
+                    outputs.place_in_study(spread, present[0])
                 self.uncertaintyNode = spread
         except Exception:
             for added_node in added:
@@ -440,6 +456,13 @@ def view_hint(counts, lateral: bool, extra: int) -> str:
     if given > high:
         return "remove views under More views." if extra else "clear the lateral X-ray."
     return ""
+
+
+def _named_after_nodes(note: str, views: list[dict]) -> str:
+    """A child's note with the views' temporary file names (``view0-frontal.nrrd``) replaced by their node names."""
+    for index, record in enumerate(views):
+        note = note.replace(f"view{index}-{record['role']}.nrrd", repr(record["node"]))
+    return note
 
 
 def _cli_message(line: str | None) -> str | None:

@@ -132,7 +132,13 @@ def set_inputs(node, input_nodes) -> None:
     for role in _input_roles(node):
         node.RemoveNodeReferenceIDs(role)
     for index, xray in enumerate(input_nodes):
-        node.SetNodeReferenceID(f"{INPUT}{index}", xray.GetID())
+        if in_scene(xray, node.GetScene()):  # one removed while the CT was made: no reference, indices kept
+            node.SetNodeReferenceID(f"{INPUT}{index}", xray.GetID())
+
+
+def in_scene(node, scene) -> bool:
+    """Whether ``node`` is still in ``scene`` (a node removed meanwhile keeps its Python object, not its scene)."""
+    return node is not None and scene is not None and node.GetScene() is scene and bool(scene.IsNodePresent(node))
 
 
 def referenced_inputs(node) -> list[tuple[int, object]]:
@@ -153,6 +159,8 @@ def _input_roles(node) -> list[str]:
 
 def study_item(node) -> int | None:
     """The subject-hierarchy study item ``node`` lies under (at any depth), or None."""
+    if node.GetScene() is None:  # removed from the scene: in no study
+        return None
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(node.GetScene())
     item = hierarchy.GetItemByDataNode(node)
     root = hierarchy.GetSceneItemID()
