@@ -421,15 +421,14 @@ class ReconstructionRun:
                 added.append(node)
             outputs.set_provenance(node, self._facts.id, self._facts.sha256, self._views, volume, self.notes,
                                    self._result.get("device", ""), self._inputs)
-            if present:
-                outputs.place_in_study(node, present[0])
+            study_anchor = (present or self._inputs)[0]  # a removed node is in no study: nothing is placed
+            outputs.place_in_study(node, study_anchor)
             if uncertainty is not None:
                 spread = scene_glue.volume_node_from_volume(uncertainty, f"{node.GetName()} uncertainty (SD, HU)",
                                                             self.scene)
                 added.append(spread)
                 spread.SetNodeReferenceID(outputs.UNCERTAINTY_OF, node.GetID())
-                if present:
-                    outputs.place_in_study(spread, present[0])
+                outputs.place_in_study(spread, study_anchor)
                 self.uncertaintyNode = spread
         except Exception:
             for added_node in added:

@@ -138,7 +138,7 @@ def set_inputs(node, input_nodes) -> None:
 
 def in_scene(node, scene) -> bool:
     """Whether ``node`` is still in ``scene`` (a node removed meanwhile keeps its Python object, not its scene)."""
-    return node is not None and scene is not None and node.GetScene() is scene and bool(scene.IsNodePresent(node))
+    return node is not None and scene is not None and bool(scene.IsNodePresent(node))
 
 
 def referenced_inputs(node) -> list[tuple[int, object]]:

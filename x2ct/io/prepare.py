@@ -102,12 +102,12 @@ def prepare(xray: XRay, size: int, kind: str = "auto") -> PreparedView:
     notes: list[str] = []
     spacing = tuple(float(s) for s in xray.pixel_spacing)
     spacing_known = not str(xray.metadata.get("pixel_spacing_source", "file")).startswith("assumed")
-    if spacing_known and not _plausible_spacing(image.shape, spacing):
+    extent = max(image.shape[0] * spacing[0], image.shape[1] * spacing[1])  # mm, longest side
+    if spacing_known and not EXTENT_RANGE[0] * DETECTOR_MM <= extent <= EXTENT_RANGE[1] * DETECTOR_MM:
         spacing_known = False
-        notes.append(f"{name}: its pixel spacing ({spacing[0]:g} x {spacing[1]:g} mm) would make it "
-                     f"{max(image.shape[0] * spacing[0], image.shape[1] * spacing[1]):g} mm across, not the size "
-                     "of a radiograph; the spacing was ignored and the scale taken from the image. Check the "
-                     "file's pixel spacing for true geometry.")
+        notes.append(f"{name}: its pixel spacing ({spacing[0]:g} x {spacing[1]:g} mm) would make it {extent:g} mm "
+                     "across, not the size of a radiograph; the spacing was ignored and the scale taken from the "
+                     "image. Check the file's pixel spacing for true geometry.")
     lungs = None
     if kind == "film":
         image, spacing, record = _working_copy(image, spacing)
@@ -157,12 +157,6 @@ def _decode_record(xray: XRay, kind: str) -> dict:
     if record.get("PhotometricInterpretation") == "MONOCHROME1":
         record["inverted"] = "MONOCHROME1: stored values inverted so that bone is bright"
     return record
-
-
-def _plausible_spacing(shape, spacing) -> bool:
-    """Whether ``spacing`` (mm) gives the image a radiograph's size (EXTENT_RANGE x DETECTOR_MM)."""
-    extent = max(shape[0] * spacing[0], shape[1] * spacing[1])
-    return bool(EXTENT_RANGE[0] * DETECTOR_MM <= extent <= EXTENT_RANGE[1] * DETECTOR_MM)
 
 
 def _working_copy(image: np.ndarray, spacing) -> tuple[np.ndarray, tuple, dict]:
