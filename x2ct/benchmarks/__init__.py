@@ -43,15 +43,28 @@ def machine_header() -> str:
             f"- date: {datetime.date.today().isoformat()}\n")
 
 
+def needs_missing_gpu(name: str) -> bool:
+    """True for a section that measures a GPU alone (``NEEDS_GPU``) when this machine has none."""
+    import torch
+
+    module = importlib.import_module(f"x2ct.benchmarks.{name}")
+    return getattr(module, "NEEDS_GPU", False) and not torch.cuda.is_available()
+
+
 def run_section(name: str, quick: bool, folder: Path) -> Path:
     module = importlib.import_module(f"x2ct.benchmarks.{name}")
     started = time.perf_counter()
     body = module.run(quick=quick)
-    seconds = time.perf_counter() - started
+    return save_section(name, module.TITLE, body, folder, machine_header(), time.perf_counter() - started)
+
+
+def save_section(name: str, title: str, body: str, folder: Path, header: str, seconds: float,
+                 measured: str | None = None) -> Path:
+    """Write ``folder/NAME.md`` (a temporary file, then renamed): the title, when and where, the body."""
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}.md"
-    text = (f"## {module.TITLE}\n\n<!-- measured {datetime.datetime.now().isoformat(timespec='seconds')}"
-            f" in {seconds:.0f} s -->\n{machine_header()}\n{body.strip()}\n")
+    when = measured or datetime.datetime.now().isoformat(timespec="seconds")
+    text = f"## {title}\n\n<!-- measured {when} in {seconds:.0f} s -->\n{header}\n{body.strip()}\n"
     partial = target.with_suffix(".md.partial")
     partial.write_text(text)
     os.replace(partial, target)

@@ -18,6 +18,8 @@ evaluation and no checkpoints).
     python -m x2ct.benchmarks.training                    # the section as Markdown
     python -m x2ct.benchmarks.training --one repeat-concat small --json
     python -m x2ct.benchmarks.training --methods x2ct-cnn henzler   # a subset, old and new side by side
+    python -m x2ct.benchmarks.training --save-cases FILE    # cases for a machine without the sample CTs
+    python -m x2ct.benchmarks.training --one repeat-concat paper --device cuda --batch 8 --cases FILE --json
 
 Every CPU row is measured twice, the baseline commit's code (``old``, from a
 ``git worktree`` checkout: ``x2ct.benchmarks.baseline_tree``) just before the
@@ -52,15 +54,18 @@ def trainable() -> list[str]:
     return sorted(FAMILIES)
 
 
-def benchmark_config(method: str, preset: str, device: str = "cpu"):
-    """The method's published schedule (its paper config) at ``preset``, batch 1, on simulated cases."""
+def benchmark_config(method: str, preset: str, device: str = "cpu", batch: int = 1, bf16: bool = True):
+    """The method's published schedule (its paper config) at ``preset``, batch ``batch``, on simulated cases.
+
+    ``bf16``: bf16 autocast on CUDA (the trainer's default; no effect on the CPU).
+    """
     from x2ct.training import config as cfg
 
     base = cfg.load(f"{method}-paper" if f"{method}-paper" in cfg.shipped_names() else f"{method}-tiny").to_dict()
     base["preset"] = preset
     base["data"] = {"kind": "simulated", "train_count": 2, "validation_count": 1,
                     "angles": base["data"].get("angles", [0.0, 90.0])}
-    base["train"].update(batch_size=1, accumulate=1, device=device)
+    base["train"].update(batch_size=batch, accumulate=1, device=device, bf16=bf16)
     return cfg.from_dict(base)
 
 
@@ -77,25 +82,94 @@ class Cases(torch.utils.data.Dataset):
         return self.items[index]
 
 
+def save_cases(path: str, methods: list[str], preset: str) -> None:
+    """Write each method's first simulated benchmark case at ``preset`` into one safetensors file.
+
+    For a machine without the sample CTs (a GPU server that cannot download
+    them): ``measure(cases=path)`` then times the same steps on that case
+    (every step draws it; it is also the validation case, which the timed
+    steps do not use). Floating tensors are stored as float16 to keep the
+    file small (about 6 MB) and read back as float32: a step's arithmetic
+    does not depend on the last bits of its inputs. A tensor several methods
+    share (most share their CT) is stored once.
+    """
+    import hashlib
+    import json
+
+    from safetensors.torch import save_file
+
+    from x2ct.training import data
+
+    tensors, index = {}, {}
+
+    def stored(item: dict) -> dict:
+        entry = {}
+        for key, value in item.items():
+            if torch.is_tensor(value):
+                value = value.to(torch.float16 if value.is_floating_point() else value.dtype).contiguous()
+                name = hashlib.sha256(value.numpy().tobytes() + repr((value.shape, value.dtype)).encode()).hexdigest()
+                tensors.setdefault(name, value)
+                entry[key] = {"tensor": name}
+            else:
+                entry[key] = value
+        return entry
+
+    for method in methods:
+        config = benchmark_config(method, preset)
+        first = stored(data.make(config, _spec(method, preset))[0][0])
+        index[f"{method}/{preset}"] = {"train": [first], "validation": [first]}
+    partial = f"{path}.partial"
+    save_file(tensors, partial, metadata={"cases": json.dumps(index)})
+    os.replace(partial, path)
+
+
+def _as_float32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.float() if tensor.is_floating_point() else tensor
+
+
+def load_cases(path: str, method: str, preset: str) -> tuple[list[dict], list[dict]]:
+    """The (train, validation) cases ``save_cases`` wrote for ``method`` at ``preset``."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as handle:
+        index = json.loads(handle.metadata()["cases"])
+        if f"{method}/{preset}" not in index:
+            raise KeyError(f"{path} holds no cases for {method} at preset {preset}")
+        entry = index[f"{method}/{preset}"]
+
+        def item(stored: dict) -> dict:
+            return {key: _as_float32(handle.get_tensor(value["tensor"])) if isinstance(value, dict) else value
+                    for key, value in stored.items()}
+
+        return [item(s) for s in entry["train"]], [item(s) for s in entry["validation"]]
+
+
 def measure(method: str, preset: str, device: str = "cpu", steps: int = STEPS, warm_up: int = WARM_UP,
-            threads: int = THREADS, profile: str | None = None) -> dict:
-    """Time ``steps`` training steps after ``warm_up`` of ``method`` at ``preset`` on ``device``, batch 1.
+            threads: int = THREADS, profile: str | None = None, batch: int = 1, bf16: bool = True,
+            cases: str | None = None) -> dict:
+    """Time ``steps`` training steps after ``warm_up`` of ``method`` at ``preset`` on ``device``.
 
     ``profile``: also write torch.profiler's table of the timed steps (top 25 operators by own CPU time) there.
+    ``cases``: read the cases from that file (``save_cases``) instead of simulating them.
     """
     from x2ct.models import count_parameters
     from x2ct.training import data
     from x2ct.training.trainer import Trainer
 
     torch.set_num_threads(threads)
-    config = benchmark_config(method, preset, device)
+    config = benchmark_config(method, preset, device, batch, bf16)
     started = time.perf_counter()
     spec = _spec(method, preset)
-    train_set, val_set = data.make(config, spec)
-    cases = Cases([train_set[i] for i in range(len(train_set))])
+    if cases is None:
+        train_set, val_set = data.make(config, spec)
+        train, validation = [train_set[i] for i in range(len(train_set))], [val_set[0]]
+    else:
+        train, validation = load_cases(cases, method, preset)
     data_seconds = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as out:
-        trainer = Trainer(config, out, progress="none", datasets=(cases, Cases([val_set[0]])))
+        trainer = Trainer(config, out, progress="none", datasets=(Cases(train), Cases(validation)))
         target = trainer.device
         if target.type == "cuda":
             torch.cuda.reset_peak_memory_stats(target)
@@ -113,15 +187,29 @@ def measure(method: str, preset: str, device: str = "cpu", steps: int = STEPS, w
             seconds = time.perf_counter() - begin
         if profile:
             _write_profile(profile, profiler, method, preset, steps, seconds)
+        loop = _check_loop(trainer) if target.type == "cuda" else None
         result = {"name": method, "preset": preset, "device": target.type, "steps": steps, "warm_up": warm_up,
-                  "threads": threads, "parameters": count_parameters(trainer.model),
+                  "threads": threads, "batch": batch, "bf16": bool(bf16 and target.type == "cuda"),
+                  "cases": "simulated" if cases is None else "read from a file", "parameters": count_parameters(trainer.model),
                   "critic_parameters": count_parameters(trainer.critic) if trainer.critic is not None else 0,
                   "volume_size": spec.volume_size, "view_size": spec.view_size,
                   "k": config.train.generator_steps_per_critic_step if trainer.critic is not None else None,
                   "seconds_per_step": seconds / steps, "steps_per_second": steps / seconds,
-                  "data_seconds_per_case": data_seconds / len(cases)}
+                  "data_seconds_per_case": data_seconds / len(train)}
+        if loop is not None:
+            result["evaluate_and_checkpoint"] = loop
     result.update(peak_memory(target))
     return result
+
+
+def _check_loop(trainer) -> str:
+    """Untimed: do the training loop's evaluation and checkpoint also run on this device? 'ok' or the error."""
+    try:
+        trainer.evaluate()
+        trainer.save()
+    except Exception as error:  # reported in the table, not fatal to the timing
+        return f"{type(error).__name__}: {str(error).strip()[:200]}"
+    return "ok"
 
 
 def _spec(method: str, preset: str):
@@ -160,15 +248,22 @@ def _sync(device: torch.device) -> None:
 
 
 def measure_in_child(method: str, preset: str, device: str = "cpu", steps: int = STEPS,
-                     time_limit: float = 600, tree=None) -> dict:
+                     time_limit: float = 600, tree=None, batch: int = 1, bf16: bool = True,
+                     cases: str | None = None, threads: int = THREADS, warm_up: int = WARM_UP) -> dict:
     """Run ``measure`` in a fresh interpreter; failures and time-outs come back as ``{"error": ...}``.
 
     ``tree``: a checkout of the baseline commit, whose own benchmark child then measures its code.
+    ``batch``, ``bf16``, ``cases``, ``threads``, ``warm_up``: as ``measure``'s (the baseline's child knows none
+    of them).
     """
     arguments = ["--one", method, preset, "--device", device, "--steps", str(steps)]
+    if (batch, bf16, cases, threads, warm_up) != (1, True, None, THREADS, WARM_UP):
+        arguments += ["--batch", str(batch), "--threads", str(threads), "--warm-up", str(warm_up)] \
+            + ([] if bf16 else ["--fp32"]) + (["--cases", cases] if cases else [])
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     result = child_result("x2ct.benchmarks.training", arguments,
-                          {"name": method, "preset": preset, "device": device}, time_limit, THREADS, tree)
+                          {"name": method, "preset": preset, "device": device, "batch": batch}, time_limit, threads,
+                          tree)
     return {**result, "load": load}
 
 
@@ -273,15 +368,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="x2ct-cnn at tiny only")
     parser.add_argument("--methods", nargs="+", metavar="METHOD", help="only these methods (default: all)")
     parser.add_argument("--profile", metavar="FILE", help="with --one: write the timed steps' per-operator table")
+    parser.add_argument("--batch", type=int, default=1, help="with --one: samples per step")
+    parser.add_argument("--threads", type=int, default=THREADS, help="with --one: CPU threads")
+    parser.add_argument("--warm-up", type=int, default=WARM_UP, help="with --one: untimed steps first")
+    parser.add_argument("--fp32", action="store_true", help="with --one on CUDA: no bf16 autocast")
+    parser.add_argument("--cases", metavar="FILE", help="with --one: read the cases from FILE (see --save-cases)")
+    parser.add_argument("--save-cases", metavar="FILE",
+                        help="write every method's simulated cases at --preset to FILE, for a machine without "
+                             "the sample CTs")
+    parser.add_argument("--preset", default="paper", help="with --save-cases: the preset (default: paper)")
     args = parser.parse_args(argv)
+    if args.save_cases:
+        save_cases(args.save_cases, args.methods or trainable(), args.preset)
+        print(f"wrote {args.save_cases}")
+        return 0
     if args.one is None:
         print(run(quick=args.quick, methods=args.methods))
         return 0
     method, preset = args.one
     if args.device == "cpu":
-        pin_cores(THREADS)
-    return report_child(lambda: measure(method, preset, device=args.device, steps=args.steps, profile=args.profile),
-                        {"name": method, "preset": preset, "device": args.device}, args.json)
+        pin_cores(args.threads)
+    return report_child(lambda: measure(method, preset, device=args.device, steps=args.steps, warm_up=args.warm_up,
+                                        threads=args.threads, profile=args.profile, batch=args.batch,
+                                        bf16=not args.fp32, cases=args.cases),
+                        {"name": method, "preset": preset, "device": args.device, "batch": args.batch}, args.json)
 
 
 if __name__ == "__main__":

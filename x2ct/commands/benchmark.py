@@ -26,6 +26,10 @@ def run(args) -> int:
     if unknown:
         raise InputError(f"Unknown benchmark section(s) {', '.join(unknown)}; known: {', '.join(known)}.")
     for name in chosen:
+        if benchmarks.needs_missing_gpu(name):
+            print(f"x2ct benchmark: skipped {name}: it measures a GPU and this machine has none; its saved result "
+                  "stays (scripts/gpu-benchmark runs it on a GPU machine)", flush=True)
+            continue
         print(f"x2ct benchmark: running {name} ...", flush=True)
         print(f"x2ct benchmark: wrote {benchmarks.run_section(name, args.quick, args.results)}")
     benchmarks.write_report(args.results, args.report)
