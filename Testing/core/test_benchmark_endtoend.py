@@ -64,7 +64,7 @@ def test_the_table_states_goals_failures_and_a_missing_gpu():
     lines = [line for line in text.splitlines() if line.startswith("| ")]
     assert lines[1].startswith("| cpu | m | exit code 1: error: bad / file |")
     assert lines[1].endswith("no (failed) | – | exit code 2: x2ct reconstruct: error: a / b |")
-    assert lines[2].startswith("| GPU | m | no GPU on this machine |")
+    assert lines[2].startswith("| GPU | m | no GPU on this machine (see section GPU) |")
     assert "Median of 1 run(s)" in text and "quick run" in text
 
 

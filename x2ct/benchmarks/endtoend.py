@@ -324,7 +324,7 @@ def render(rows: list[dict], model: str, why: str, repeats: int, quick: bool, gp
                      f"{GOAL_SPARE_SECONDS:g} s")
         lines.append("| " + " | ".join(cells) + " |")
     if not gpu:
-        lines.append(f"| GPU | {model} | no GPU on this machine | | | | | | | – | | |")
+        lines.append(f"| GPU | {model} | no GPU on this machine (see section GPU) | | | | | | | – | | |")
     settings = [
         "Command: `x2ct benchmark --only endtoend` (or `python -m x2ct.benchmarks.endtoend`).",
         f"Model: `{model}`, {why}.",

@@ -352,7 +352,8 @@ def render(rows: list[dict], cpu_preset: str, steps: int, gpu: bool, load=None, 
                      "folder; `X2CT_BENCHMARK_BASELINE=none` skips it), just before the new code, so both see about "
                      "the same load; 'load' is the 1-minute load average when each child started.")
     if not gpu:
-        notes.append("No GPU in this run: the GPU columns say 'no GPU'; no GPU numbers are given.")
+        notes.append("No GPU in this run: the GPU columns say 'no GPU'. GPU figures, measured on a GPU machine: "
+                     "section 'GPU: training and inference at paper presets' (`scripts/gpu-benchmark`).")
     if load is not None:
         notes.append(f"Load average (1 min) before / after: {load[0]:.1f} / {load[1]:.1f} on {os.cpu_count()} "
                      "cores; other work on the machine slows the CPU timings.")
