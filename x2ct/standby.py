@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", type=float, default=DEFAULT_IDLE_SECONDS,
                         help="exit after this many seconds without a command (default %(default)g)")
     args = parser.parse_args(argv)
+    from x2ct.startup import skip_unused_optional_imports
+
+    skip_unused_optional_imports()  # this process is x2ct's own, like `python -m x2ct`
     # The idle clock starts now, not after the imports: the parent knows when it started this process and
     # stops handing it commands well before the time is up (x2ct.jobs.Spare.usable).
     timer = threading.Timer(args.idle, os._exit, (EXIT_IDLE,))
