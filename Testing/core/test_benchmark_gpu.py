@@ -145,3 +145,15 @@ def test_x2ct_benchmark_keeps_the_saved_gpu_section_on_a_machine_without_one(tmp
     assert "skipped gpu: it measures a GPU and this machine has none" in capsys.readouterr().out
     assert (folder / "gpu.md").read_text() == "## GPU: saved\n"
     assert "## GPU: saved" in (tmp_path / "BENCHMARKS.md").read_text()
+
+
+def test_a_missing_or_damaged_record_is_one_line_naming_it(tmp_path, capsys):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps(ENVIRONMENT) + "\n" + '{"kind": "training", "name"\n')
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text(json.dumps({"kind": "environment", "gpu": "NVIDIA H200"}) + "\n")
+    for record, words in ((tmp_path / "none.jsonl", "No such file"), (broken, "broken.jsonl, line 2: not a JSON"),
+                          (partial, "its environment record lacks bf16_supported, cpu, cpus")):
+        assert gpu.main(["--report", str(record)]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("x2ct gpu benchmark: error: ") and words in error and "Traceback" not in error

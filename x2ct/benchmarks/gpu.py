@@ -403,7 +403,19 @@ def render(records: list[dict]) -> str:
 
 
 def read_record(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The JSON lines of a ``--measure`` record; ValueError naming the line that is not one."""
+    records = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}, line {number}: not a JSON record ({error.msg})") from None
+        if not isinstance(record, dict) or "kind" not in record:
+            raise ValueError(f"{path}, line {number}: not a record of `--measure` (no 'kind')")
+        records.append(record)
+    return records
 
 
 def merge(records: list[list[dict]]) -> list[dict]:
@@ -429,8 +441,12 @@ def report(records: list[Path], folder: Path = Path("docs/benchmarks"),
 
     runs = [read_record(path) for path in records]
     for path, run in zip(records, runs):
-        if not any(r["kind"] == "environment" for r in run):
+        environment_record = next((r for r in run if r["kind"] == "environment"), None)
+        if environment_record is None:
             raise ValueError(f"{path} holds no environment record: not a record of `--measure`")
+        missing = sorted(set(environment()) - set(environment_record))
+        if missing:
+            raise ValueError(f"{path}: its environment record lacks {', '.join(missing)}")
     gpus = {r["gpu"] for run in runs for r in run if r["kind"] == "environment"}
     if len(gpus) > 1:
         raise ValueError(f"The records were measured on different GPUs ({', '.join(sorted(map(str, gpus)))}); "
@@ -471,7 +487,11 @@ def main(argv: list[str] | None = None) -> int:
         measure(args.measure, args.cases, args.views, args.budget, args.only)
         print(f"wrote {args.measure}")
     else:
-        print(f"wrote {report(args.report)}")
+        try:
+            print(f"wrote {report(args.report)}")
+        except (OSError, ValueError) as error:
+            print(f"x2ct gpu benchmark: error: {error}", file=sys.stderr)
+            return 2
     return 0
 
 
