@@ -249,6 +249,15 @@ def measure_in_child(views: dict[str, Path], model: str, device: str, repeats: i
     return json.loads(lines[-1])
 
 
+def measure_paths(views: dict[str, Path], model: str, device: str, folder: Path, repeats: int = 3,
+                  time_limit: float = TIME_LIMIT) -> dict:
+    """The command on ``device`` in a fresh process (``cli``), handed to a spare (``spare``), and the model load
+    and reconstruction inside one process (``inprocess``); the CTs are written in ``folder``."""
+    return {"cli": measure_cli(views, model, device, folder / f"CT-{device}.nrrd", repeats, time_limit),
+            "spare": measure_spare(views, model, device, folder / f"CT-{device}-spare.nrrd", repeats, time_limit),
+            "inprocess": measure_in_child(views, model, device, repeats, time_limit)}
+
+
 # --- the section ---------------------------------------------------------------------------------
 
 
@@ -267,11 +276,7 @@ def run(quick: bool = False) -> str:
         for device in devices:
             old = measure_cli(views, model, device, Path(tmp) / f"CT-{device}-old.nrrd", repeats, tree=baseline) \
                 if baseline is not None else None
-            rows.append({"device": device, "old": old,
-                         "cli": measure_cli(views, model, device, Path(tmp) / f"CT-{device}.nrrd", repeats),
-                         "spare": measure_spare(views, model, device, Path(tmp) / f"CT-{device}-spare.nrrd",
-                                                repeats),
-                         "inprocess": measure_in_child(views, model, device, repeats)})
+            rows.append({"device": device, "old": old, **measure_paths(views, model, device, Path(tmp), repeats)})
     load = None if load_before is None else (load_before, os.getloadavg()[0])
     return render(rows, model, why, repeats, quick, gpu=len(devices) > 1, load=load)
 

@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from x2ct.benchmarks import child_result, report_child
+
 TITLE = "GPU: training and inference at paper presets"
 NEEDS_GPU = True  # `x2ct benchmark` skips this section on a machine without CUDA and keeps its saved result
 
@@ -43,6 +45,7 @@ GOAL_BATCH = 8  # Repeat-and-Concatenate's batch (its paper)
 INFERENCE_REPEATS = 5
 DEFAULT_BUDGET = 480.0  # seconds after which no further measurement starts
 CHILD_LIMIT = 240.0  # seconds per child process at most
+PROJECTOR_TEST = "Testing/core/test_physics_projector.py::test_cuda_matches_cpu"  # skipped without CUDA
 
 
 def cpu_threads() -> int:
@@ -95,26 +98,12 @@ def nccl_check() -> dict:
         dist.destroy_process_group()
 
 
-def _child_json(arguments: list[str], time_limit: float) -> dict:
-    """``python -m x2ct.benchmarks.gpu ARGUMENTS`` in a fresh interpreter: its last JSON line, or an error."""
-    try:
-        done = subprocess.run([sys.executable, "-m", "x2ct.benchmarks.gpu", *arguments], capture_output=True,
-                              text=True, timeout=time_limit)
-    except subprocess.TimeoutExpired:
-        return {"error": f"over the {time_limit:g} s time limit"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode == 0 and lines:
-        return json.loads(lines[-1])
-    return {"error": f"exit code {done.returncode}: {(done.stderr.strip().splitlines() or ['no output'])[-1][:200]}"}
-
-
 def projector_test(time_limit: float) -> dict:
     """The test suite's CUDA test of the projector (CPU and GPU line integrals and gradients agree)."""
-    test = "Testing/core/test_physics_projector.py::test_cuda_matches_cpu"
-    if not Path(test.split("::")[0]).is_file():
+    if not Path(PROJECTOR_TEST.split("::")[0]).is_file():
         return {"kind": "projector", "result": "skipped: the tests are not in this folder"}
     try:
-        done = subprocess.run([sys.executable, "-m", "pytest", test, "-q", "-p", "no:cacheprovider"],
+        done = subprocess.run([sys.executable, "-m", "pytest", PROJECTOR_TEST, "-q", "-p", "no:cacheprovider"],
                               capture_output=True, text=True, timeout=time_limit)
     except subprocess.TimeoutExpired:
         return {"kind": "projector", "result": f"over the {time_limit:g} s time limit"}
@@ -145,7 +134,7 @@ def plan(cases: str | None, views: Path | None) -> list[tuple[str, object]]:
     from x2ct.benchmarks import endtoend, training
     from x2ct.benchmarks import models as inference
 
-    jobs = [("nccl", lambda limit: {"kind": "nccl", **_child_json(["--nccl"], limit)}),
+    jobs = [("nccl", lambda limit: child_result("x2ct.benchmarks.gpu", ["--nccl"], {"kind": "nccl"}, limit, 2)),
             ("projector", projector_test)]
 
     def train(method: str, batch: int = 1, bf16: bool = True):
@@ -162,11 +151,10 @@ def plan(cases: str | None, views: Path | None) -> list[tuple[str, object]]:
         return job
 
     def inference_jobs(preset: str) -> list:
-        networks: dict[str, list[str]] = {}
-        for name in models.names():
-            model = inference.blueprint(name, preset)
-            networks.setdefault(name if model is None else inference.architecture(model), []).append(name)
-        return [(f"inference {names[0]} {preset}", infer(names[0], preset, names[1:])) for names in networks.values()]
+        groups: dict[tuple[str, str], list[str]] = {}  # names building one network, the first measured
+        for (name, _), first in inference.same_network([(name, preset) for name in models.names()]).items():
+            groups.setdefault(first, []).append(name)
+        return [(f"inference {names[0]} {preset}", infer(names[0], preset, names[1:])) for names in groups.values()]
 
     def inputs(tmp: str) -> dict[str, Path]:
         return {"frontal": views / "chest-drr-frontal.nrrd", "lateral": views / "chest-drr-lateral.nrrd"} \
@@ -186,12 +174,8 @@ def plan(cases: str | None, views: Path | None) -> list[tuple[str, object]]:
     def end_to_end(limit: float) -> dict:
         model, why = endtoend.default_model()
         with tempfile.TemporaryDirectory(prefix="x2ct-gpu-") as tmp:
-            given = inputs(tmp)
-            out, each = Path(tmp) / "CT.nrrd", min(limit, 60.0)  # seconds per child process
-            return {"kind": "endtoend", "model": model, "why": why,
-                    "cli": endtoend.measure_cli(given, model, "cuda", out, 3, each),
-                    "inprocess": endtoend.measure_in_child(given, model, "cuda", 3, each),
-                    "spare": endtoend.measure_spare(given, model, "cuda", out, 3, each)}
+            paths = endtoend.measure_paths(inputs(tmp), model, "cuda", Path(tmp), 3, min(limit, 60.0))  # per child
+            return {"kind": "endtoend", "model": model, "why": why, **paths}
 
     # The goals first (a run cut short keeps them): R&C at batch 8, paper inference, end to end.
     jobs += [("training repeat-concat batch 8 bf16", train("repeat-concat", GOAL_BATCH)),
@@ -362,7 +346,7 @@ def render(records: list[dict]) -> str:
                                                 f"{r['world']}: one GPU allows one rank, so multi-GPU training "
                                                 "is not measured)"))
     for r in by_kind.get("projector", []):
-        checks.append(f"CUDA projector test (`{'Testing/core/test_physics_projector.py::test_cuda_matches_cpu'}`): "
+        checks.append(f"CUDA projector test (`{PROJECTOR_TEST}`): "
                       f"{r['result']}" + (f" ({r['summary']})" if r.get("summary") else ""))
     environment_record = (by_kind.get("environment") or [{}])[0]
     if environment_record:
@@ -473,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--measure", type=Path, metavar="RECORD", help="measure; append JSON lines to RECORD")
     action.add_argument("--report", type=Path, nargs="+", metavar="RECORD",
                         help="write docs/benchmarks/gpu.md from RECORD(s) (later runs' measurements replace earlier)")
-    action.add_argument("--nccl", action="store_true", help="(child) the NCCL check, as one JSON line")
+    action.add_argument("--nccl", action="store_true", help="(child) the NCCL check")
+    parser.add_argument("--json", action="store_true", help="with --nccl: print the result as one JSON line")
     parser.add_argument("--cases", help="with --measure: training cases from this file (training --save-cases)")
     parser.add_argument("--views", type=Path, help="with --measure: folder of chest-drr-{frontal,lateral}.nrrd")
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET,
@@ -482,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --measure: only the measurements with these labels ('training henzler')")
     args = parser.parse_args(argv)
     if args.nccl:
-        print(json.dumps(nccl_check()))
+        return report_child(nccl_check, {"kind": "nccl"}, args.json)
     elif args.measure:
         measure(args.measure, args.cases, args.views, args.budget, args.only)
         print(f"wrote {args.measure}")

@@ -162,6 +162,19 @@ def architecture(model) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
+def same_network(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
+    """Each (name, preset) -> the first of ``pairs`` that builds the very same network (itself if none).
+
+    A pair whose builder cannot run on the meta device is its own network.
+    """
+    first_of: dict[str, tuple[str, str]] = {}
+    same = {}
+    for pair in pairs:
+        model = blueprint(*pair)
+        same[pair] = pair if model is None else first_of.setdefault(architecture(model), pair)
+    return same
+
+
 def measure_in_child(name: str, preset: str, device: str = "cpu", repeats: int = 3,
                      time_limit: float = 300) -> dict:
     """Run ``measure`` in a fresh interpreter; failures come back as ``{"error": ...}``.
@@ -179,22 +192,19 @@ def run(quick: bool = False, names: list[str] | None = None, presets=PRESETS) ->
     repeats, limits = (1, QUICK_TIME_LIMIT) if quick else (3, TIME_LIMIT)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    rows, seen = [], {}
-    for name in names or models.names():
-        for preset in presets:
-            model = blueprint(name, preset)
-            fingerprint = None if model is None else architecture(model)
-            if fingerprint is not None and fingerprint in seen:
-                first = seen[fingerprint]
-                rows.append({**first, "name": name, "same_as": first["name"]})
-                continue
-            row = {"name": name, "preset": preset, "sample_steps": getattr(model, "sample_steps", None),
-                   "samples": getattr(model, "samples", None),
-                   "results": {device: measure_in_child(name, preset, device, repeats, limits[preset])
-                               for device in devices}}
-            rows.append(row)
-            if fingerprint is not None:
-                seen[fingerprint] = row
+    pairs = [(name, preset) for name in names or models.names() for preset in presets]
+    rows, measured = [], {}
+    for (name, preset), first in same_network(pairs).items():
+        if first != (name, preset):
+            rows.append({**measured[first], "name": name, "same_as": first[0]})
+            continue
+        model = blueprint(name, preset)
+        row = {"name": name, "preset": preset, "sample_steps": getattr(model, "sample_steps", None),
+               "samples": getattr(model, "samples", None),
+               "results": {device: measure_in_child(name, preset, device, repeats, limits[preset])
+                           for device in devices}}
+        rows.append(row)
+        measured[name, preset] = row
     load = None if load_before is None else (load_before, os.getloadavg()[0])
     return render(rows, devices, repeats, limits, load)
 

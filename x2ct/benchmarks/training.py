@@ -89,7 +89,7 @@ def save_cases(path: str, methods: list[str], preset: str) -> None:
     them): ``measure(cases=path)`` then times the same steps on that case
     (every step draws it; it is also the validation case, which the timed
     steps do not use). Floating tensors are stored as float16 to keep the
-    file small (about 6 MB) and read back as float32: a step's arithmetic
+    file small (about 5 MB) and read back as float32: a step's arithmetic
     does not depend on the last bits of its inputs. A tensor several methods
     share (most share their CT) is stored once.
     """
@@ -190,7 +190,8 @@ def measure(method: str, preset: str, device: str = "cpu", steps: int = STEPS, w
         loop = _check_loop(trainer) if target.type == "cuda" else None
         result = {"name": method, "preset": preset, "device": target.type, "steps": steps, "warm_up": warm_up,
                   "threads": threads, "batch": batch, "bf16": bool(bf16 and target.type == "cuda"),
-                  "cases": "simulated" if cases is None else "read from a file", "parameters": count_parameters(trainer.model),
+                  "cases": "simulated" if cases is None else "read from a file",
+                  "parameters": count_parameters(trainer.model),
                   "critic_parameters": count_parameters(trainer.critic) if trainer.critic is not None else 0,
                   "volume_size": spec.volume_size, "view_size": spec.view_size,
                   "k": config.train.generator_steps_per_critic_step if trainer.critic is not None else None,
