@@ -64,7 +64,19 @@ def test_neural_ot_trains_critic_every_k_steps(tmp_path):
     header = rows[0].split(",")
     critic = [row.split(",")[header.index("critic_loss")] for row in rows[1:]]
     assert [bool(value) for value in critic] == [True, False, True]  # k = 2 in the tiny config
+    assert "mse" not in header  # as published: no voxel term
     assert summary["steps"] == 3
+
+
+def test_neural_ot_adds_a_voxel_term_when_weighted(tmp_path):
+    """loss.mse > 0 adds the weighted MSE to cost - 0.1 critic (a departure; the paper's configs leave it at 0)."""
+    c = config("repeat-concat", steps=1)
+    c["loss"]["mse"] = 1000.0
+    train(c, tmp_path, progress="none", datasets=sets(32, 32))
+    header, row = (tmp_path / "log.csv").read_text().splitlines()[:2]
+    logged = {name: float(value) for name, value in zip(header.split(","), row.split(","))}
+    assert logged["mse"] > 0
+    assert logged["loss"] == pytest.approx(logged["ot_cost"] + logged["mse"] - 0.1 * logged["critic_score"], rel=1e-4)
 
 
 def test_resume_continues_the_same_random_stream(tmp_path):

@@ -282,7 +282,7 @@ def _check(config: Config) -> None:
     _check_loss_weights(config)
 
 
-#: The loss weights the supervised and GAN schedules read (schedules.supervised_terms).
+#: The loss weights the supervised, GAN and neural-OT schedules read (schedules.supervised_terms).
 SUPERVISED_WEIGHTS = ("mse", "l1", "lung_mse", "lung_l1", "projection")
 
 

@@ -9,7 +9,8 @@ prediction). The trainer owns optimisers, accumulation, EMA and checks.
 * ``gan``: the supervised terms + an LSGAN or BCE critic (x2ct-gan, duolift-gan);
 * ``neural-ot``: Sinkhorn feature cost - 0.1 x critic score; critic loss
   100 x (mean d(pred) - mean d(gt)), trained once per k generator steps
-  (repeat-concat, seed 000);
+  (repeat-concat, seed 000); the supervised voxel terms may be added (all 0
+  by default, as published; a non-zero weight is a departure from the paper);
 * ``projection``: seed 001's projection MSE + total variation + 2D projection
   critic, with dynamic weights; no CT is used (projection-gan);
 * ``code-diffusion``: stage 1 trains both VQ-VAEs, stage 2 the absorbing
@@ -119,7 +120,8 @@ class NeuralOTSchedule(Schedule):
         cost = self.cost(pred.float(), batch["ct"].float())
         score = self.critic(pred)
         loss = losses.neural_ot_generator_loss(cost, score, weight=self.weights.adversarial)
-        return loss, {"ot_cost": cost, "critic_score": score.mean()}, pred
+        terms = supervised_terms(pred, batch, self.weights)
+        return loss + sum(terms.values()), {"ot_cost": cost, "critic_score": score.mean(), **terms}, pred
 
     def critic_loss(self, batch, pred):
         return losses.neural_ot_critic_loss(self.critic(pred), self.critic(batch["ct"]), weight=self.weights.ot_critic)
