@@ -76,11 +76,11 @@ MODELS = {
     "x2ct-cnn-1v": ("X2CT-CNN's single-view network (small, 64^3), one frontal view: x2ct-cnn-2v's network and "
                     "schedule given one view.", 1),
     "duolift-cnn-2v": ("DuoLift-CNN (feature + image lifting, U-Net++; small, 64^3), frontal + lateral views.", 2),
-    "repeat-concat-2v": ("Repeat and Concatenate (SwinUNETR, neural optimal transport; small, 128^2 -> 64^3), "
-                         "frontal + lateral views. NOT FOR USE ON A PATIENT: trained 800 steps at batch 1 (the "
-                         "paper: 5,001 at batch 8), it returns a washed-out chest without soft tissue (on the sample "
-                         "CT's DRRs 99 % of its voxels are below -380 HU) and almost no lung; below the mean CT on "
-                         "held-out pseudo-patients (docs/models.md). Kept to run and retrain the method.", 2),
+    "repeat-concat-2v": ("Repeat and Concatenate (SwinUNETR on the repeated views; small, 128^2 -> 64^3), frontal + "
+                         "lateral views, fine-tuned with a voxel MSE term beside the paper's neural optimal transport "
+                         "(a departure; docs/models.md). NOT FOR USE ON A PATIENT: about 1.2 dB above the mean CT on "
+                         "held-out pseudo-patients, but a washed-out chest on the sample CT's DRRs (soft tissue near "
+                         "-270 HU, 90th percentile; the CT's: +75). Use x2ct-cnn-2v for a first look.", 2),
     "code-diffusion-2v": ("Conditional VQ code diffusion (small, 64^3), frontal + lateral views. NOT FOR USE ON A "
                           "PATIENT: its prior (about 5,000 steps; the paper: 100k) has only begun to use the X-rays: on "
                           "held-out pseudo-patients it scores about as the mean CT and finds almost no lung in the "
