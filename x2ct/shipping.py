@@ -232,6 +232,8 @@ def export(model_id: str) -> dict:
     clipped = _out_of_half_range(model)
     full, half = _validation_psnr(model, validation), _validation_psnr(_halved(model), validation)
     use_half = full - half <= HALF_TOLERANCE_DB
+    record = json.loads((out / TRAIN_RECORD).read_text()) if (out / TRAIN_RECORD).is_file() else {}
+    train_command = record.get("command", f"OMP_NUM_THREADS=1 python -m x2ct.shipping train {model_id}")
     description, views = MODELS[model_id]
     view_names = ("frontal", "lateral")[:views]
     fusion = config.method == "henzler"
@@ -241,14 +243,13 @@ def export(model_id: str) -> dict:
         "training": {
             "config": config.to_dict(),
             "config_file": f"Resources/Models/{model_id}/training.yaml",
-            "command": f"OMP_NUM_THREADS=1 python -m x2ct.shipping train {model_id} && "
-                       f"python -m x2ct.shipping export {model_id}",
+            "command": f"{train_command} && python -m x2ct.shipping export {model_id}",
             "steps": int(pointer["step"]),
             "steps_planned": config.train.steps,
             "chosen": "best checkpoint by honest PSNR on the validation cases" if "metric" in pointer
                       else "last checkpoint",
             "seconds": round(training_seconds(out)),
-            "hardware": HARDWARE,
+            "hardware": record.get("hardware", HARDWARE),
             "parameters": sum(p.numel() for p in model.parameters()),
             **({"init_from": run_card["training"]["init_from"]} if "init_from" in run_card.get("training", {})
                else {}),
