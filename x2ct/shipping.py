@@ -52,7 +52,7 @@ MAX_FILE_BYTES = 16 * 10**6
 MAX_TOTAL_BYTES = 100 * 10**6
 #: Protocol grid side every shipped model's output is resampled to.
 OUTPUT_SIZE = 128
-HARDWARE = "2-core CPU (shared with other jobs), no GPU; one thread per training process"
+HARDWARE = "2-core CPU (shared with other jobs), no GPU; {threads} thread(s) per training process"
 LICENCE = "Apache-2.0 (weights trained here from the x2ct sample data)"
 INTENDED_USE = "Research use only, not for diagnosis. Demonstration of X-ray-to-CT reconstruction on the sample data."
 
@@ -78,7 +78,7 @@ MODELS = {
     "duolift-cnn-2v": ("DuoLift-CNN (feature + image lifting, U-Net++; small, 64^3), frontal + lateral views.", 2),
     "repeat-concat-2v": ("Repeat and Concatenate (SwinUNETR on the repeated views; small, 128^2 -> 64^3), frontal + "
                          "lateral views, fine-tuned with a voxel MSE term beside the paper's neural optimal transport "
-                         "(a departure; docs/models.md). NOT FOR USE ON A PATIENT: about 1.4 dB above the mean CT on "
+                         "(a departure; docs/models.md). NOT FOR USE ON A PATIENT: about 1.7 dB above the mean CT on "
                          "held-out pseudo-patients, but a washed-out chest on the sample CT's DRRs (too little soft "
                          "tissue; docs/models.md). Use x2ct-cnn-2v for a first look.", 2),
     "code-diffusion-2v": ("Conditional VQ code diffusion (small, 64^3), frontal + lateral views. NOT FOR USE ON A "
@@ -233,7 +233,8 @@ def export(model_id: str) -> dict:
     full, half = _validation_psnr(model, validation), _validation_psnr(_halved(model), validation)
     use_half = full - half <= HALF_TOLERANCE_DB
     record = json.loads((out / TRAIN_RECORD).read_text()) if (out / TRAIN_RECORD).is_file() else {}
-    train_command = record.get("command", f"OMP_NUM_THREADS=1 python -m x2ct.shipping train {model_id}")
+    threads = record.get("threads", 1)
+    train_command = record.get("command", f"OMP_NUM_THREADS={threads} python -m x2ct.shipping train {model_id}")
     description, views = MODELS[model_id]
     view_names = ("frontal", "lateral")[:views]
     fusion = config.method == "henzler"
@@ -249,7 +250,7 @@ def export(model_id: str) -> dict:
             "chosen": "best checkpoint by honest PSNR on the validation cases" if "metric" in pointer
                       else "last checkpoint",
             "seconds": round(training_seconds(out)),
-            "hardware": record.get("hardware", HARDWARE),
+            "hardware": record.get("hardware", HARDWARE.format(threads=threads)),
             "parameters": sum(p.numel() for p in model.parameters()),
             **({"init_from": run_card["training"]["init_from"]} if "init_from" in run_card.get("training", {})
                else {}),
