@@ -44,16 +44,21 @@ TRAIN_THREADS = 4
 RUN_FILES = ("config.yaml", "best.json", "latest.json", "log.csv", "progress.jsonl", "ship-train.json")
 
 
-def _grid_keys(model_ids) -> set:
+def _config_and_spec(model_id: str) -> tuple:
+    """A shipped model's training config and its network's spec (sizes)."""
     from x2ct import shipping
     from x2ct.models import build
     from x2ct.training import load
 
+    config = load(shipping.config_path(model_id))
+    return config, build(config.method, config.preset, **config.model).spec
+
+
+def _grid_keys(model_ids) -> set:
     keys = set()
     for model_id in model_ids:
-        config = load(shipping.config_path(model_id))
-        protocol = get_protocol(config.data.protocol, build(config.method, config.preset, **config.model).spec
-                                .volume_size)
+        config, spec = _config_and_spec(model_id)
+        protocol = get_protocol(config.data.protocol, spec.volume_size)
         keys |= {(protocol.size, protocol.spacing_mm, protocol.crop_mm, patient) for patient in simulate.PATIENTS}
     return keys
 
@@ -121,28 +126,15 @@ def _views_of(task) -> None:
 def make_views(model_ids, processes: int) -> float:
     """Every training and validation case's views of ``model_ids``, made once in ``processes`` processes."""
     from x2ct import shipping
-    from x2ct.models import build
-    from x2ct.training import load
 
     began = time.monotonic()
     for model_id in model_ids:
-        config = load(shipping.config_path(model_id))
-        _DATASETS.extend(shipping.training_sets(config, build(config.method, config.preset, **config.model).spec))
+        _DATASETS.extend(shipping.training_sets(*_config_and_spec(model_id)))
     tasks = [(number, index) for number, dataset in enumerate(_DATASETS) for index in range(len(dataset))]
     with multiprocessing.get_context("fork").Pool(processes, initializer=_one_thread) as pool:
         pool.map(_views_of, tasks, chunksize=4)
     _DATASETS.clear()
     return time.monotonic() - began
-
-
-def train_one(model_id: str, out: Path) -> None:
-    """One shipped model into ``out`` (the child ``run`` starts), progress as JSON lines on stdout."""
-    import torch
-
-    from x2ct import shipping
-
-    torch.set_num_threads(TRAIN_THREADS)
-    shipping.train(model_id, out)
 
 
 def run(folder: Path, out: Path, seconds: float, model_ids) -> dict:
@@ -182,9 +174,9 @@ def _record(run_folder: Path, model_id: str, seconds: float, device: str) -> Non
     from x2ct import shipping
 
     record = run_folder / shipping.TRAIN_RECORD
-    if not record.is_file():  # a run stopped at the deadline wrote none
-        record.write_text(json.dumps({"seconds": seconds, "threads": TRAIN_THREADS, "summary": None}))
-    settings = json.loads(record.read_text())
+    # A run stopped at the deadline wrote none.
+    settings = (json.loads(record.read_text()) if record.is_file() else
+                {"seconds": seconds, "threads": TRAIN_THREADS, "summary": None})
     settings["hardware"] = f"{device} (lent machine, {TRAIN_THREADS} CPU threads per training process, "\
                            "other models training beside it)"
     settings["command"] = f"scripts/gpu-train prepare {model_id}, run, unpack (x2ct.remotetrain)"
@@ -257,9 +249,11 @@ def main(argv=None) -> int:
     elif args.action == "run":
         args.out.mkdir(parents=True, exist_ok=True)
         print(json.dumps(run(args.folder, args.out, args.seconds, args.model_ids), indent=2))
-    elif args.action == "one":
+    elif args.action == "one":  # a child of run: shipping.train reads its thread count from OMP_NUM_THREADS
+        from x2ct import shipping
+
         use_templates(args.folder / TEMPLATES)
-        train_one(args.model_id, args.out)
+        shipping.train(args.model_id, args.out)
     else:
         from x2ct import shipping
 
