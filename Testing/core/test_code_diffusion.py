@@ -137,6 +137,26 @@ def test_stages_partition_the_parameters(model, case):
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
+def test_decoder_fine_tuning_changes_only_the_ct_decoder(model, case):
+    """ct_decoder_loss trains the CT decoder alone: the codes (the prior's targets) and every other weight stay as
+    they were, and the CT decoded from its codes comes closer to the CT."""
+    _, ct = case
+    codes = model.ct_codes(ct)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    model.train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = model.ct_decoder_loss(ct).item()
+    for _ in range(20):
+        optimiser.zero_grad()
+        model.ct_decoder_loss(ct).backward()
+        optimiser.step()
+    model.eval()
+    changed = {name for name, value in model.state_dict().items() if not torch.equal(value, before[name])}
+    assert changed and all(name.startswith("ct_vq.decoder.") for name in changed)
+    assert torch.equal(model.ct_codes(ct), codes)
+    assert model.ct_decoder_loss(ct).item() < first
+
+
 def test_paper_preset_sizes():
     """Paper: 256^2 X-rays -> 16^2 codes, 128^3 CT -> 8^3 codes, 1024 x 256 codebooks, 2 x 256 + 512 tokens."""
     with torch.device("meta"):

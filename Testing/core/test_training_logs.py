@@ -68,3 +68,19 @@ def test_missing_data_source_names_the_field(tmp_path):
     c["data"] = {"kind": "ct-folder", "source": str(tmp_path / "nowhere")}
     with pytest.raises(InputError, match=r"data\.source: .*nowhere does not exist"):
         train(c, tmp_path / "run", progress="none")
+
+
+def test_a_loss_term_that_appears_mid_run_gets_a_column_and_earlier_rows_stay_readable(tmp_path):
+    import csv
+
+    log = progress_module.Progress(tmp_path, total=3, mode="none")
+    log.update(1, {"loss": 1.0, "ct_vq": 1.0})
+    log.update(2, {"loss": 0.5, "prior": 0.5})
+    log.close()
+    resumed = progress_module.Progress(tmp_path, total=3, start=2, mode="none")  # a resumed run keeps the header
+    resumed.update(3, {"loss": 0.25, "prior": 0.25, "lr": 0.1})
+    resumed.close()
+    with open(tmp_path / progress_module.LOG, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows == [["step", "loss", "ct_vq", "prior", "lr"], ["1", "1.0", "1.0", "", ""],
+                    ["2", "0.5", "", "0.5", ""], ["3", "0.25", "", "0.25", "0.1"]]

@@ -58,6 +58,17 @@ def test_each_family_trains_and_saves_a_loadable_model(tmp_path, method, side, v
     assert json.loads((tmp_path / "best.json").read_text())["metric"] == "honest.psnr_db"
 
 
+def test_code_diffusion_stages_follow_the_config(tmp_path):
+    """stage1_steps of VQ-VAE training, then decoder_steps of the CT decoder alone, then the prior."""
+    train(config("code-diffusion", steps=4, stage1_steps=1, decoder_steps=2), tmp_path, progress="none",
+          datasets=sets(16, 16))
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    logged = [{name for name, value in zip(header, row.split(",")) if value} for row in rows[1:]]
+    stages = [[term for term in ("ct_vq", "ct_decoder", "prior") if term in names] for names in logged]
+    assert stages == [["ct_vq"], ["ct_decoder"], ["ct_decoder"], ["prior"]]
+
+
 def test_neural_ot_trains_critic_every_k_steps(tmp_path):
     summary = train(config("repeat-concat", steps=3), tmp_path, progress="none", datasets=sets(32, 32))
     rows = (tmp_path / "log.csv").read_text().splitlines()

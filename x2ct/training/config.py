@@ -79,6 +79,7 @@ class TrainConfig:
     step_gamma: float = 0.1
     warmup: int = 0  # warmup: linear ramp over this many steps
     stage1_steps: int = 0  # code diffusion: VQ-VAE steps before the prior
+    decoder_steps: int = 0  # code diffusion: CT-decoder steps on fixed codes, after stage 1, before the prior
     ema: Optional[float] = None  # EMA decay of the saved weights (null: the raw weights)
     seed: int = 0
     bf16: bool = True  # bf16 autocast (CUDA only)
@@ -178,7 +179,8 @@ RANGES = {
     "train.lr": "(0, 1]", "train.eps": "(0, 1)", "train.weight_decay": "[0, 1]", "train.critic_lr": "(0, 1]",
     "train.generator_steps_per_critic_step": "[1, 1000]", "train.decay_start": "[0, 1e7]",
     "train.step_every": "[0, 1e7]", "train.step_gamma": "(0, 1]", "train.warmup": "[0, 1e7]",
-    "train.stage1_steps": "[0, 1e7]", "train.ema": "(0, 1)", "train.seed": "[0, 4294967295]",
+    "train.stage1_steps": "[0, 1e7]", "train.decoder_steps": "[0, 1e7]",
+    "train.ema": "(0, 1)", "train.seed": "[0, 4294967295]",
     "train.max_bad_steps": "[1, 1000]",
     "evaluate.every": "[1, 1e7]", "evaluate.cases": "[1, 10000]", "checkpoint.every": "[1, 1e7]",
 }

@@ -53,6 +53,16 @@ def truncate_log(path: Path, step: int) -> None:
         write_text(path, "".join(kept))
 
 
+def _add_columns(path: Path, columns: list[str], added: int) -> None:
+    """Rewrite log.csv (atomically) under the header ``columns``, its rows padded with ``added`` empty fields: a
+    loss term that first appears mid-run (code diffusion's next stage) gets a column."""
+    from x2ct.io.outputs import write_text
+
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    rows = [line + "," * added for line in lines[1:]]
+    write_text(path, "\n".join([",".join(columns)] + rows) + "\n")
+
+
 class Progress:
     """``update(step, logs)`` after each step; ``event(kind, **fields)`` for evaluations and the end.
 
@@ -127,6 +137,11 @@ class Progress:
         new = not self.csv_path.is_file() or self.csv_path.stat().st_size == 0
         if self.columns is None:  # a resumed run keeps the columns of its log
             self.columns = list(row) if new else _header(self.csv_path)
+        added = [key for key in row if key not in self.columns]
+        if added:
+            self.columns += added
+            if not new:
+                _add_columns(self.csv_path, self.columns, len(added))
         try:
             with open(self.csv_path, "a", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore")

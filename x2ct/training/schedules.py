@@ -147,11 +147,15 @@ class ProjectionSchedule(Schedule):
 
 
 class CodeDiffusionSchedule(Schedule):
-    """Stage 1 (``train.stage1_steps``): both VQ-VAEs; then stage 2: the prior on their frozen codes."""
+    """Stage 1 (``train.stage1_steps``): both VQ-VAEs; then ``train.decoder_steps`` of the CT decoder alone on
+    the frozen codes (a departure, for fine-tuning); then stage 2: the prior on the frozen codes."""
 
     def generator_loss(self, batch, step, generator):
-        if step < self.config.train.stage1_steps:
+        stage1_end = self.config.train.stage1_steps
+        if step < stage1_end:
             terms = {"xray_vq": self.model.xray_vq_loss(batch["views"]), "ct_vq": self.model.ct_vq_loss(batch["ct"])}
+        elif step < stage1_end + self.config.train.decoder_steps:
+            terms = {"ct_decoder": self.model.ct_decoder_loss(batch["ct"])}
         else:
             terms = {"prior": self.model.prior_loss(batch["views"], batch["angles"], batch["ct"])}
         return sum(terms.values()), terms, None

@@ -10,6 +10,11 @@ Two stages, trained one after the other:
    (``x2ct.models.absorbing``), trained with ``prior_loss`` while the VQ-VAEs
    stay fixed (codes are computed without gradients).
 
+A departure, for fine-tuning a trained model: ``ct_decoder_loss`` trains the
+CT VQ-VAE's decoder alone on the fixed codes of the CTs (encoder, codebook
+and prior untouched), so a better decoder can follow a trained prior without
+retraining it.
+
 ``reconstruct`` draws one sample (or the mean of ``samples``) with a fixed
 seed, so a given input always gives the same volume; ``sample`` gives the
 mean and the voxel-wise standard deviation of n samples (an uncertainty
@@ -129,6 +134,14 @@ class CodeDiffusion(ReconstructionModel):
     def ct_vq_loss(self, ct: torch.Tensor) -> torch.Tensor:
         """Stage 1, 3D: CTs (B, 1, D, D, D)."""
         return self.ct_vq.loss(self._check_ct(ct))
+
+    def ct_decoder_loss(self, ct: torch.Tensor) -> torch.Tensor:
+        """Decoder fine-tuning: L1 of each CT decoded from its own codes; only the CT decoder gets gradients, so
+        the codes, and the prior trained on them, stay valid."""
+        ct = self._check_ct(ct)
+        with torch.no_grad():
+            vectors = self.ct_vq.code_vectors(self.ct_vq.codes(ct))
+        return torch.nn.functional.l1_loss(self.ct_vq.decode(vectors), ct)
 
     def prior_loss(self, views: torch.Tensor, angles, ct: torch.Tensor, generator=None) -> torch.Tensor:
         """Stage 2: the reweighted ELBO of the CT's codes given the views' codes (VQ-VAEs fixed)."""
