@@ -81,10 +81,12 @@ MODELS = {
                          "(a departure; docs/models.md). NOT FOR USE ON A PATIENT: about 1.7 dB above the mean CT on "
                          "held-out pseudo-patients, but a washed-out chest on the sample CT's DRRs (too little soft "
                          "tissue; docs/models.md). Use x2ct-cnn-2v for a first look.", 2),
-    "code-diffusion-2v": ("Conditional VQ code diffusion (small, 64^3), frontal + lateral views. NOT FOR USE ON A "
-                          "PATIENT: its prior (about 5,000 steps; the paper: 100k) has only begun to use the X-rays: on "
-                          "held-out pseudo-patients it scores about as the mean CT and finds almost no lung in the "
-                          "-950..-400 HU range (docs/models.md). Kept to run and retrain the method.", 2),
+    "code-diffusion-2v": ("Conditional VQ code diffusion (small, 64^3), frontal + lateral views, its CT decoder "
+                          "fine-tuned alone on fixed codes (a departure; docs/models.md). NOT FOR USE ON A PATIENT: "
+                          "about 1.2 dB above the mean CT on held-out pseudo-patients, with well-placed lungs (lung "
+                          "Dice 0.75), but a smooth chest whose soft tissue is flat and below its true density "
+                          "(docs/models.md); its prior has had about 6,000 steps (the paper: 100k). Use x2ct-cnn-2v "
+                          "for a first look.", 2),
 }
 
 
