@@ -44,20 +44,12 @@ TRAIN_THREADS = 4
 RUN_FILES = ("config.yaml", "best.json", "latest.json", "log.csv", "progress.jsonl", "ship-train.json")
 
 
-def _config_and_spec(model_id: str) -> tuple:
-    """A shipped model's training config and its network's spec (sizes)."""
-    from x2ct import shipping
-    from x2ct.models import build
-    from x2ct.training import load
-
-    config = load(shipping.config_path(model_id))
-    return config, build(config.method, config.preset, **config.model).spec
-
-
 def _grid_keys(model_ids) -> set:
+    from x2ct import shipping
+
     keys = set()
     for model_id in model_ids:
-        config, spec = _config_and_spec(model_id)
+        config, spec = shipping.config_and_spec(model_id)
         protocol = get_protocol(config.data.protocol, spec.volume_size)
         keys |= {(protocol.size, protocol.spacing_mm, protocol.crop_mm, patient) for patient in simulate.PATIENTS}
     return keys
@@ -129,7 +121,7 @@ def make_views(model_ids, processes: int) -> float:
 
     began = time.monotonic()
     for model_id in model_ids:
-        _DATASETS.extend(shipping.training_sets(*_config_and_spec(model_id)))
+        _DATASETS.extend(shipping.training_sets(*shipping.config_and_spec(model_id)))
     tasks = [(number, index) for number, dataset in enumerate(_DATASETS) for index in range(len(dataset))]
     with multiprocessing.get_context("fork").Pool(processes, initializer=_one_thread) as pool:
         pool.map(_views_of, tasks, chunksize=4)

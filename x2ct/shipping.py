@@ -120,14 +120,21 @@ def training_sets(config, spec) -> tuple:
             MemoisedSimulation("validation", count=data.validation_count, protocol=protocol, views=views))
 
 
+def config_and_spec(model_id: str) -> tuple:
+    """A shipped model's training config and its network's spec (sizes)."""
+    from x2ct.models import build
+    from x2ct.training import load
+
+    config = load(config_path(model_id))
+    return config, build(config.method, config.preset, **config.model).spec
+
+
 def train(model_id: str, out: Path | None = None, resume: bool = False) -> dict:
     """Train one shipped model from scratch into ``output/ship/<id>`` (JSON progress lines on stdout)."""
-    from x2ct.models import build
-    from x2ct.training import load, train as run
+    from x2ct.training import train as run
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    config = load(config_path(model_id))
-    spec = build(config.method, config.preset, **config.model).spec
+    config, spec = config_and_spec(model_id)
     out = Path(out or RUNS / model_id)
     before = training_seconds(out) if resume else 0.0  # read before the trainer rewrites config.yaml
     started = time.time()

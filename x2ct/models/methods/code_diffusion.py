@@ -136,12 +136,9 @@ class CodeDiffusion(ReconstructionModel):
         return self.ct_vq.loss(self._check_ct(ct))
 
     def ct_decoder_loss(self, ct: torch.Tensor) -> torch.Tensor:
-        """Decoder fine-tuning: L1 of each CT decoded from its own codes; only the CT decoder gets gradients, so
-        the codes, and the prior trained on them, stay valid."""
-        ct = self._check_ct(ct)
-        with torch.no_grad():
-            vectors = self.ct_vq.code_vectors(self.ct_vq.codes(ct))
-        return torch.nn.functional.l1_loss(self.ct_vq.decode(vectors), ct)
+        """Decoder fine-tuning, CTs (B, 1, D, D, D): only the CT decoder learns, so the codes, and the prior trained
+        on them, stay valid."""
+        return self.ct_vq.decoder_loss(self._check_ct(ct))
 
     def prior_loss(self, views: torch.Tensor, angles, ct: torch.Tensor, generator=None) -> torch.Tensor:
         """Stage 2: the reweighted ELBO of the CT's codes given the views' codes (VQ-VAEs fixed)."""
