@@ -78,7 +78,7 @@ MODELS = {
     "duolift-cnn-2v": ("DuoLift-CNN (feature + image lifting, U-Net++; small, 64^3), frontal + lateral views.", 2),
     "repeat-concat-2v": ("Repeat and Concatenate (SwinUNETR on the repeated views; small, 128^2 -> 64^3), frontal + "
                          "lateral views, fine-tuned with a voxel MSE term beside the paper's neural optimal transport "
-                         "(a departure; docs/models.md). NOT FOR USE ON A PATIENT: about 1.7 dB above the mean CT on "
+                         "(a departure; docs/models.md). NOT FOR USE ON A PATIENT: about 2.1 dB above the mean CT on "
                          "held-out pseudo-patients, but a washed-out chest on the sample CT's DRRs (too little soft "
                          "tissue; docs/models.md). Use x2ct-cnn-2v for a first look.", 2),
     "code-diffusion-2v": ("Conditional VQ code diffusion (small, 64^3), frontal + lateral views, its CT decoder "
