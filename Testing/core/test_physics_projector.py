@@ -108,7 +108,7 @@ def test_parallel_projection_of_a_lifted_view_gives_the_view_back(angle):
 
 
 def test_gradients_reach_the_volume():
-    volume = torch.rand(1, 1, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    volume = torch.rand(2, 1, 4, 5, 6, dtype=torch.float64, requires_grad=True)  # two items: their rows kept apart
     cone = DRRGeometry(sad=60.0, sid=100.0, detector_mm=(30.0, 40.0), pixels=(5, 6))
     parallel = DRRGeometry(beam="parallel", detector_mm=(10.0, 12.0), pixels=(5, 6))
     assert torch.autograd.gradcheck(lambda v: project(v, (2.0, 2.0, 2.0), [0.0, 90.0], cone), (volume,))

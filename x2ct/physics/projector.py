@@ -151,21 +151,25 @@ class _Rays:
         return rows, cols
 
 
-def _row_taps(index: np.ndarray, size: int, base: np.ndarray, device):
-    """Linear-interpolation taps of fractional row indices: flat row numbers (base + row * count) and weights.
+def _row_taps(index: np.ndarray, size: int, base: np.ndarray, batch: int, device):
+    """Linear-interpolation taps of fractional row indices: flat row numbers and weights.
 
     ``index`` is (k, rows) for k planes, ``base`` their plane numbers in the
-    chunk; taps outside ``0 .. size-1`` get weight 0 (the volume is zero outside).
+    chunk; a tap's flat number is ``item * size * k + base + row * k``, a row
+    of the chunk's (batch * size * k, cols) matrix of samples, for each of the
+    ``batch`` items. Taps outside ``0 .. size-1`` get weight 0 (the volume is
+    zero outside).
     """
     low = np.floor(index)
     frac = index - low
     low = low.astype(np.int64)
+    items = np.arange(batch)[:, None] * (size * index.shape[0])
     taps = []
     for offset, weight in ((0, 1.0 - frac), (1, frac)):
         at = low + offset
         inside = (at >= 0) & (at < size)
         flat = base + np.clip(at, 0, size - 1) * index.shape[0]
-        taps.append((torch.from_numpy(flat.ravel()).to(device),
+        taps.append((torch.from_numpy((items + flat.ravel()).ravel()).to(device),
                      torch.from_numpy(np.where(inside, weight, 0.0).ravel())))
     return taps
 
@@ -197,10 +201,13 @@ def _sweep_separable(voxels: _Voxels, axis: int, rays: _Rays) -> torch.Tensor:
         grid = torch.from_numpy(grid).to(device=volume.device, dtype=volume.dtype)
         sampled = F.grid_sample(volume.reshape(b * depth, 1, height, width), grid.expand(b * depth, -1, -1, -1),
                                 mode="bilinear", padding_mode="zeros", align_corners=False)  # (B*D, 1, k, cols)
-        rows = sampled.reshape(b, depth * count, n_cols)  # row d * k + plane
-        (flat0, w0), (flat1, w1) = _row_taps(row_index[chunk], depth, np.arange(count)[:, None], volume.device)
-        out = rows.index_select(1, flat0).mul_(w0.to(volume)[:, None])  # in place: autograd keeps the weights
-        out = out.addcmul_(rows.index_select(1, flat1), w1.to(volume)[:, None])
+        # Rows item * D * k + d * k + plane, gathered along dim 0 (a contiguous copy per row): index_select along
+        # a middle dim takes torch's general path, 1.7-2.4x slower on two threads at 128-320 detector columns.
+        rows = sampled.reshape(b * depth * count, n_cols)
+        (flat0, w0), (flat1, w1) = _row_taps(row_index[chunk], depth, np.arange(count)[:, None], b, volume.device)
+        weights0, weights1 = (w.to(volume).repeat(b)[:, None] for w in (w0, w1))
+        out = rows.index_select(0, flat0).mul_(weights0)  # in place: autograd keeps the weights
+        out = out.addcmul_(rows.index_select(0, flat1), weights1)
         sampled = out.reshape(b, count, n_rows, n_cols).sum(dim=1)
         total = sampled if total is None else total + sampled
     return total
