@@ -69,9 +69,9 @@ def training_data(config) -> str:
 
 #: id -> (description, number of views it is meant for).
 MODELS = {
-    "henzler-1v": ("Henzler et al. single-image tomography (small, 64^3), one frontal view. The paper follows it "
-                   "with Beer-Lambert fusion (--fusion): re-projection NCC near 0.999, PSNR about the same, lung Dice "
-                   "lower (docs/benchmarks/quality.md).", 1),
+    "henzler-1v": ("Henzler et al. single-image tomography (small, 64^3), one frontal view, with instance norm in "
+                   "place of the paper's batch norm (docs/models.md). The paper follows it with Beer-Lambert fusion "
+                   "(--fusion): re-projection NCC near 0.999, lung Dice lower (docs/benchmarks/quality.md).", 1),
     "x2ct-cnn-2v": ("X2CT-CNN (X2CT-GAN generator without the critic; small, 64^3), frontal + lateral views.", 2),
     "x2ct-cnn-1v": ("X2CT-CNN's single-view network (small, 64^3), one frontal view: x2ct-cnn-2v's network and "
                     "schedule given one view.", 1),
@@ -82,9 +82,9 @@ MODELS = {
                          "held-out pseudo-patients, but a washed-out chest on the sample CT's DRRs (too little soft "
                          "tissue; docs/models.md). Use x2ct-cnn-2v for a first look.", 2),
     "code-diffusion-2v": ("Conditional VQ code diffusion (small, 64^3), frontal + lateral views, its CT decoder "
-                          "fine-tuned alone on fixed codes (a departure; docs/models.md). NOT FOR USE ON A PATIENT: "
-                          "about 1.2 dB above the mean CT on held-out pseudo-patients, with well-placed lungs (lung "
-                          "Dice 0.75), but a smooth chest whose soft tissue is flat and below its true density "
+                          "fine-tuned alone on the CTs' codes, then on the codes its prior draws (a departure; "
+                          "docs/models.md). NOT FOR USE ON A PATIENT: about 1.5 dB above the mean CT on held-out "
+                          "pseudo-patients, with well-placed lungs (lung Dice 0.78), but a smooth chest whose soft tissue is flat and below its true density "
                           "(docs/models.md); its prior has had about 6,000 steps (the paper: 100k). Use x2ct-cnn-2v "
                           "for a first look.", 2),
 }

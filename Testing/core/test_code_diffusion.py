@@ -157,6 +157,27 @@ def test_decoder_fine_tuning_changes_only_the_ct_decoder(model, case):
     assert model.ct_decoder_loss(ct).item() < first
 
 
+def test_decoder_fine_tuning_on_sampled_codes_decodes_the_priors_draw(model, case):
+    """Given the views, ct_decoder_loss decodes the codes the prior draws from them (dropout off, as in
+    reconstruct): the same generator seed gives the same loss, the loss is that of the decoded draw, and only the
+    CT decoder learns; the prior is left in the mode it was in."""
+    views, ct = case
+    model.train()
+    loss = model.ct_decoder_loss(ct, views, torch.Generator().manual_seed(3))
+    assert model.prior.training
+    assert loss.item() == model.ct_decoder_loss(ct, views, torch.Generator().manual_seed(3)).item()
+    model.eval()
+    codes = model.prior.sample(model.context(views), model.sample_steps, model.temperature,
+                               torch.Generator().manual_seed(3))
+    decoded = model.ct_vq.decode(model.ct_vq.code_vectors(codes.reshape(1, 4, 4, 4)))
+    assert loss.item() == pytest.approx(torch.nn.functional.l1_loss(decoded, ct).item(), rel=1e-6)
+    assert not torch.equal(codes, model.ct_codes(ct))  # not the CT's own codes
+    model.train()
+    loss.backward()
+    learnt = {name for name, value in model.named_parameters() if value.grad is not None}
+    assert learnt and all(name.startswith("ct_vq.decoder.") for name in learnt)
+
+
 def test_paper_preset_sizes():
     """Paper: 256^2 X-rays -> 16^2 codes, 128^3 CT -> 8^3 codes, 1024 x 256 codebooks, 2 x 256 + 512 tokens."""
     with torch.device("meta"):

@@ -49,6 +49,30 @@ def test_two_views_average_the_single_view_reconstructions():
     assert both.min() >= 0 and both.max() <= 1
 
 
+def test_instance_norm_is_batch_norm_at_batch_one_in_training():
+    """norm="instance" computes what the paper's batch norm computes when trained on one image at a time, so a
+    network trained that way keeps its weights and, unlike batch norm's running averages, behaves at inference as
+    it did in training."""
+    torch.manual_seed(0)
+    batch = build("henzler", "tiny")
+    instance = build("henzler", "tiny", norm="instance")
+    state = {name: value for name, value in batch.state_dict().items()
+             if not name.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    norms = [name for name, module in batch.named_modules() if isinstance(module, torch.nn.BatchNorm2d)]
+    with torch.no_grad():  # a learnt scale and shift, not the identity
+        for name in norms:
+            state[f"{name}.weight"].uniform_(0.5, 1.5)
+            state[f"{name}.bias"].uniform_(-0.2, 0.2)
+    instance.load_state_dict(state, strict=True)
+    view = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        trained_mode = batch.train().net(view)
+        assert torch.allclose(instance.eval().net(view), trained_mode, atol=1e-6)
+        assert not torch.allclose(batch.eval().net(view), trained_mode, atol=1e-3)  # running averages differ
+    with pytest.raises(InputError, match="Unknown norm 'layer'"):
+        build("henzler", "tiny", norm="layer")
+
+
 def test_presets_sizes():
     """paper: 256^2 -> 128 slices of 128^2 (built on the meta device); small <= 8M parameters."""
     with torch.device("meta"):

@@ -27,6 +27,7 @@ def test_repeat_concat_paper_schedule():
     ({"method": "x2ct-gan", "train": {"betas": [0.5]}}, "train.betas"),
     ({"method": "x2ct-gan", "data": {"kind": "folder"}}, "data.kind"),
     ({"method": "x2ct-gan", "data": {"kind": "ct-folder"}}, "data.source"),
+    ({"method": "code-diffusion", "train": {"decoder_codes": "prior"}}, "train.decoder_codes"),
     ({"method": "x2ct-gna"}, "method"),
     ({"preset": "tiny"}, "method"),
 ])

@@ -58,10 +58,12 @@ def test_each_family_trains_and_saves_a_loadable_model(tmp_path, method, side, v
     assert json.loads((tmp_path / "best.json").read_text())["metric"] == "honest.psnr_db"
 
 
-def test_code_diffusion_stages_follow_the_config(tmp_path):
-    """stage1_steps of VQ-VAE training, then decoder_steps of the CT decoder alone, then the prior."""
-    train(config("code-diffusion", steps=4, stage1_steps=1, decoder_steps=2), tmp_path, progress="none",
-          datasets=sets(16, 16))
+@pytest.mark.parametrize("codes", ["own", "sampled"])
+def test_code_diffusion_stages_follow_the_config(tmp_path, codes):
+    """stage1_steps of VQ-VAE training, then decoder_steps of the CT decoder alone (on the CTs' own codes or the
+    prior's draws), then the prior."""
+    train(config("code-diffusion", steps=4, stage1_steps=1, decoder_steps=2, decoder_codes=codes), tmp_path,
+          progress="none", datasets=sets(16, 16))
     rows = (tmp_path / "log.csv").read_text().splitlines()
     header = rows[0].split(",")
     logged = [{name for name, value in zip(header, row.split(",")) if value} for row in rows[1:]]

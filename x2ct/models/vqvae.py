@@ -81,11 +81,11 @@ class VQAutoencoder(VQVAE):
             self.restart_dead_codes(latents.detach())
         return vqvae_loss(self.decode(quantised), images, quantisation, "l1")
 
-    def decoder_loss(self, images: torch.Tensor) -> torch.Tensor:
-        """Decoder fine-tuning: L1 of the images decoded from their own codes. The codes come without gradient
-        or codebook update, so only the decoder learns and every code keeps its meaning."""
+    def decoder_loss(self, images: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder fine-tuning: L1 of the images decoded from ``codes`` (default: their own codes). The codes
+        come without gradient or codebook update, so only the decoder learns and every code keeps its meaning."""
         with torch.no_grad():
-            vectors = self.code_vectors(self.codes(images))
+            vectors = self.code_vectors(self.codes(images) if codes is None else codes)
         return torch.nn.functional.l1_loss(self.decode(vectors), images)
 
     @torch.no_grad()

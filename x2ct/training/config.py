@@ -80,6 +80,7 @@ class TrainConfig:
     warmup: int = 0  # warmup: linear ramp over this many steps
     stage1_steps: int = 0  # code diffusion: VQ-VAE steps before the prior
     decoder_steps: int = 0  # code diffusion: CT-decoder steps on fixed codes, after stage 1, before the prior
+    decoder_codes: str = "own"  # code diffusion, decoder steps: the CT's own codes, or codes the prior "sampled"
     ema: Optional[float] = None  # EMA decay of the saved weights (null: the raw weights)
     seed: int = 0
     bf16: bool = True  # bf16 autocast (CUDA only)
@@ -268,6 +269,7 @@ def _check(config: Config) -> None:
         "train.betas": None if len(t.betas) == 2 and all(inside(b, "[0, 1)") for b in t.betas) else "two numbers in [0, 1)",
         "train.lr_schedule": None if t.lr_schedule in LR_SCHEDULES else f"choose one of {', '.join(LR_SCHEDULES)}",
         "train.device": None if t.device in ("auto", "cpu", "cuda") else "choose auto, cpu or cuda",
+        "train.decoder_codes": None if t.decoder_codes in ("own", "sampled") else "choose own or sampled",
         "loss.adversarial_kind": None if config.loss.adversarial_kind in ("lsgan", "bce") else "choose lsgan or bce",
         "evaluate.best_metric": None if 0 < len(config.evaluate.best_metric) <= 200 else "give a metric name",
         "train.init_from": (None if t.init_from is None or 0 < len(t.init_from) <= 4096

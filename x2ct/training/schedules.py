@@ -148,14 +148,16 @@ class ProjectionSchedule(Schedule):
 
 class CodeDiffusionSchedule(Schedule):
     """Stage 1 (``train.stage1_steps``): both VQ-VAEs; then ``train.decoder_steps`` of the CT decoder alone on
-    the frozen codes (a departure, for fine-tuning); then stage 2: the prior on the frozen codes."""
+    frozen codes, the CT's own or the prior's draws from its views (``train.decoder_codes``; a departure, for
+    fine-tuning); then stage 2: the prior on the frozen codes."""
 
     def generator_loss(self, batch, step, generator):
         stage1_end = self.config.train.stage1_steps
         if step < stage1_end:
             terms = {"xray_vq": self.model.xray_vq_loss(batch["views"]), "ct_vq": self.model.ct_vq_loss(batch["ct"])}
         elif step < stage1_end + self.config.train.decoder_steps:
-            terms = {"ct_decoder": self.model.ct_decoder_loss(batch["ct"])}
+            views = batch["views"] if self.config.train.decoder_codes == "sampled" else None
+            terms = {"ct_decoder": self.model.ct_decoder_loss(batch["ct"], views, generator)}
         else:
             terms = {"prior": self.model.prior_loss(batch["views"], batch["angles"], batch["ct"])}
         return sum(terms.values()), terms, None

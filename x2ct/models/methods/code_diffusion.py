@@ -11,9 +11,10 @@ Two stages, trained one after the other:
    stay fixed (codes are computed without gradients).
 
 A departure, for fine-tuning a trained model: ``ct_decoder_loss`` trains the
-CT VQ-VAE's decoder alone on the fixed codes of the CTs (encoder, codebook
-and prior untouched), so a better decoder can follow a trained prior without
-retraining it.
+CT VQ-VAE's decoder alone on fixed codes (encoder, codebook and prior
+untouched), so a better decoder can follow a trained prior without
+retraining it: the CTs' own codes, or the codes the prior draws from their
+views, so that it learns the CT such codes stand for at inference.
 
 ``reconstruct`` draws one sample (or the mean of ``samples``) with a fixed
 seed, so a given input always gives the same volume; ``sample`` gives the
@@ -135,10 +136,22 @@ class CodeDiffusion(ReconstructionModel):
         """Stage 1, 3D: CTs (B, 1, D, D, D)."""
         return self.ct_vq.loss(self._check_ct(ct))
 
-    def ct_decoder_loss(self, ct: torch.Tensor) -> torch.Tensor:
+    def ct_decoder_loss(self, ct: torch.Tensor, views: torch.Tensor | None = None, generator=None) -> torch.Tensor:
         """Decoder fine-tuning, CTs (B, 1, D, D, D): only the CT decoder learns, so the codes, and the prior trained
-        on them, stay valid."""
-        return self.ct_vq.decoder_loss(self._check_ct(ct))
+        on them, stay valid. Given the CTs' ``views``, it decodes the codes the prior draws from them (as
+        ``reconstruct`` does, dropout off) instead of the CTs' own, so the decoder learns what those codes mean."""
+        ct = self._check_ct(ct)
+        if views is None:
+            return self.ct_vq.decoder_loss(ct)
+        grid = self.ct_vq.code_size
+        mode = self.prior.training
+        self.prior.eval()
+        try:
+            with torch.no_grad():
+                codes = self.prior.sample(self.context(views), self.sample_steps, self.temperature, generator)
+        finally:
+            self.prior.train(mode)
+        return self.ct_vq.decoder_loss(ct, codes.reshape(-1, grid, grid, grid))
 
     def prior_loss(self, views: torch.Tensor, angles, ct: torch.Tensor, generator=None) -> torch.Tensor:
         """Stage 2: the reweighted ELBO of the CT's codes given the views' codes (VQ-VAEs fixed)."""
