@@ -84,8 +84,8 @@ MODELS = {
     "code-diffusion-2v": ("Conditional VQ code diffusion (small, 64^3), frontal + lateral views, its CT decoder "
                           "fine-tuned alone on the CTs' codes, then on the codes its prior draws (a departure; "
                           "docs/models.md). NOT FOR USE ON A PATIENT: about 1.5 dB above the mean CT on held-out "
-                          "pseudo-patients, with well-placed lungs (lung Dice 0.78), but a smooth chest whose soft tissue is flat and below its true density "
-                          "(docs/models.md); its prior has had about 6,000 steps (the paper: 100k). Use x2ct-cnn-2v "
+                          "pseudo-patients, with well-placed lungs (lung Dice 0.78), but a smooth chest whose soft "
+                          "tissue is flat and below its true density (docs/models.md); its prior has had about 6,000 steps (the paper: 100k). Use x2ct-cnn-2v "
                           "for a first look.", 2),
 }
 

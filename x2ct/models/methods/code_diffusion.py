@@ -143,15 +143,13 @@ class CodeDiffusion(ReconstructionModel):
         ct = self._check_ct(ct)
         if views is None:
             return self.ct_vq.decoder_loss(ct)
-        grid = self.ct_vq.code_size
         mode = self.prior.training
         self.prior.eval()
         try:
-            with torch.no_grad():
-                codes = self.prior.sample(self.context(views), self.sample_steps, self.temperature, generator)
+            codes = self._drawn_codes(views, self.sample_steps, self.temperature, generator)
         finally:
             self.prior.train(mode)
-        return self.ct_vq.decoder_loss(ct, codes.reshape(-1, grid, grid, grid))
+        return self.ct_vq.decoder_loss(ct, codes)
 
     def prior_loss(self, views: torch.Tensor, angles, ct: torch.Tensor, generator=None) -> torch.Tensor:
         """Stage 2: the reweighted ELBO of the CT's codes given the views' codes (VQ-VAEs fixed)."""
@@ -177,11 +175,16 @@ class CodeDiffusion(ReconstructionModel):
 
     # --- helpers ---------------------------------------------------------------------------------------
 
-    def _draw(self, views: torch.Tensor, steps: int, temperature: float, generator) -> torch.Tensor:
+    @torch.no_grad()
+    def _drawn_codes(self, views: torch.Tensor, steps: int, temperature: float, generator) -> torch.Tensor:
+        """CT codes (B, g, g, g) the prior draws from the views."""
         codes = self.prior.sample(self.context(views), steps, temperature, generator)
         grid = self.ct_vq.code_size
+        return codes.reshape(-1, grid, grid, grid)
+
+    def _draw(self, views: torch.Tensor, steps: int, temperature: float, generator) -> torch.Tensor:
         with torch.no_grad():
-            return self.ct_vq.decode_codes(codes.reshape(-1, grid, grid, grid))
+            return self.ct_vq.decode_codes(self._drawn_codes(views, steps, temperature, generator))
 
     def _mean_std(self, views, n, steps, temperature, seed):
         generator = self._generator(views, seed)
