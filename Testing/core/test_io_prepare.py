@@ -163,3 +163,16 @@ def test_real_radiograph_provenance_records_every_step():
     assert prepared.kind == "film" and step(prepared, "decode")["inverted"].startswith("MONOCHROME1")
     assert step(prepared, "field")["scale"].startswith("from the detected lung field")
     assert step(prepared, "intensity")["matched"]
+
+
+@pytest.mark.sampledata
+def test_real_radiograph_handed_on_as_a_file_is_prepared_as_the_original(tmp_path):
+    # the Slicer module writes the loaded film to NRRD for its background run; the CLI reads the DICOM itself
+    from x2ct import sampledata
+    from x2ct.io import read_xray, write_xray
+
+    original = read_xray(sampledata.path("chest-xray"))
+    handed_on = read_xray(write_xray(original, tmp_path / "view0-frontal.nrrd"))
+    direct, via_file = prepare.prepare(original, 128), prepare.prepare(handed_on, 128)
+    assert step(via_file, "field")["scale"] == step(direct, "field")["scale"]
+    np.testing.assert_allclose(via_file.view, direct.view, atol=1e-5)

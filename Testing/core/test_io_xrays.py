@@ -120,6 +120,21 @@ def test_write_read_round_trip_keeps_values_and_geometry(tmp_path, extension, vi
     assert back.metadata["view_source"] == "file"
 
 
+@pytest.mark.parametrize("extension", [".nrrd", ".mha", ".png"])
+def test_round_trip_keeps_what_film_preparation_depends_on(tmp_path, extension):
+    # the Slicer module hands films to its background run as files: an assumed spacing must stay assumed
+    metadata = {"pixel_spacing_source": "assumed 1 mm (pictures carry no spacing);\npass pixel_spacing=",
+                "PhotometricInterpretation": "MONOCHROME1", "Modality": "CR", "source": "elsewhere"}
+    source = XRay(GRAY.astype(np.float32), (1.0, 1.0), "frontal", metadata=metadata)
+    path = write_xray(source, tmp_path / f"film{extension}")
+    back = read_xray(path)
+    assert back.metadata["pixel_spacing_source"] == "assumed 1 mm (pictures carry no spacing); pass pixel_spacing="
+    assert (back.metadata["PhotometricInterpretation"], back.metadata["Modality"]) == ("MONOCHROME1", "CR")
+    assert back.metadata["source"] == str(path)  # where it was read from, not carried
+    assert read_xray(path, pixel_spacing=(0.2, 0.2)).metadata["pixel_spacing_source"] == "argument"
+    assert "Modality" not in read_xray(write_xray(XRay(GRAY.astype(np.float32)), tmp_path / f"drr{extension}")).metadata
+
+
 def test_png_is_16_bit_scaled_with_a_note_and_restored(tmp_path):
     source = XRay(GRAY.astype(np.float32) * 0.01 - 0.3, (0.25, 0.4), "lateral", sid=1500.0)
     path = write_xray(source, tmp_path / "drr.png")

@@ -24,6 +24,10 @@ XRAY_OUTPUTS = {".nrrd": "NRRD", ".nhdr": "NRRD", ".mha": "MetaImage", ".mhd": "
 VIEW, SAD, SID, SPACING, RANGE = "x2ct_view", "x2ct_sad", "x2ct_sid", "x2ct_pixel_spacing", "x2ct_intensity_range"
 #: PNG scaling: the image range maps linearly onto 0..PNG_MAX.
 PNG_MAX = 65535
+#: What the reader learnt about a film that its preparation depends on (whether the pixel spacing was only
+#: assumed, the DICOM photometric interpretation...): written as ``x2ct_<key>`` fields and restored on reading,
+#: so a film handed on as a file (the Slicer module's background run) is prepared as the original would be.
+CARRIED_METADATA = ("pixel_spacing_source", "PhotometricInterpretation", "orientation", "Modality")
 
 
 def read_xray(path, view=None, *, pixel_spacing=None, max_bytes: int | None = None) -> XRay:
@@ -63,7 +67,17 @@ def read_xray(path, view=None, *, pixel_spacing=None, max_bytes: int | None = No
         view, metadata["view_source"] = "frontal", "assumed frontal; pass view= if it is not"
     distances = {key: _numbers(fields, field, 1, path, positive=True)[0] for key, field in (("sad", SAD), ("sid", SID))
                  if field in fields}
+    metadata.update(_carried(fields, spacing_given=pixel_spacing is not None))
     return XRay(image, spacing, normalise_view(view), metadata=metadata, **distances)
+
+
+def _carried(fields: dict, spacing_given: bool) -> dict:
+    """The reader's metadata that x2ct wrote into the file (CARRIED_METADATA); a spacing argument overrides its
+    recorded source."""
+    carried = {key: str(fields[f"x2ct_{key}"]) for key in CARRIED_METADATA if f"x2ct_{key}" in fields}
+    if spacing_given:
+        carried.pop("pixel_spacing_source", None)
+    return carried
 
 
 def _read_picture(path: Path, max_bytes) -> tuple[np.ndarray, tuple | None, dict]:
@@ -137,7 +151,8 @@ def _read_grid(path: Path, max_bytes) -> tuple[np.ndarray, tuple, dict]:
 def write_xray(xray: XRay, path, *, overwrite: bool = True) -> Path:
     """Write an X-ray to .nrrd/.nhdr/.mha/.mhd (float, with spacing) or .png (16-bit, scaled), all or nothing.
 
-    The view and source distances are stored as x2ct fields in every format;
+    The view, source distances and the reader's metadata that film preparation
+    depends on (CARRIED_METADATA) are stored as x2ct fields in every format;
     a PNG also records its pixel spacing and the intensity range that 0..65535
     stands for, so read_xray restores the values (to 1/65535 of the range).
     The file is read back before it replaces ``path`` (see ``write_volume``).
@@ -147,6 +162,8 @@ def write_xray(xray: XRay, path, *, overwrite: bool = True) -> Path:
     fields = {VIEW: str(xray.view)}
     fields.update({key: repr(float(value)) for key, value in ((SAD, xray.sad), (SID, xray.sid))
                    if value is not None})
+    fields.update({f"x2ct_{key}": " ".join(str(xray.metadata[key]).split()) for key in CARRIED_METADATA
+                   if key in xray.metadata})  # one line: a header field holds no line break
     with atomic_output(path, overwrite=overwrite, check=_reads_back(xray.shape),
                        needed_bytes=4 * xray.image.size) as partial:
         if suffix(path) == ".png":
