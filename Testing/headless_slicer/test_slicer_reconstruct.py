@@ -425,3 +425,17 @@ def test_samples_of_a_generative_model_add_an_uncertainty_node_linked_to_the_ct(
     spread.GetIJKToRASMatrix(matrices[1])
     assert [matrices[0].GetElement(r, c) for r in range(4) for c in range(4)] == pytest.approx(
         [matrices[1].GetElement(r, c) for r in range(4) for c in range(4)])
+
+    # refilled with samples again: the same uncertainty node, refilled; then without samples: removed, with a note
+    first = values.copy()
+    again = logic.startReconstruction(frontal, lateral, model="tiny-diffusion", device="cpu", samples=3,
+                                      outputNode=ct)
+    assert again.wait(timeout=180) is ct and again.uncertaintyNode is spread
+    assert not np.array_equal(slicer.util.arrayFromVolume(spread), first)
+    deterministic = logic.startReconstruction(frontal, lateral, model="tiny-diffusion", device="cpu", outputNode=ct)
+    assert deterministic.wait(timeout=180) is ct and deterministic.uncertaintyNode is None
+    assert not outputs.in_scene(spread, scene)
+    assert any(spread.GetName() in note and "uncertainty" in note for note in deterministic.notes)
+    kind = "vtkMRMLScalarVolumeNode"
+    assert not any(scene.GetNthNodeByClass(i, kind).GetNodeReference(outputs.UNCERTAINTY_OF) is ct
+                   for i in range(scene.GetNumberOfNodesByClass(kind)))

@@ -409,8 +409,10 @@ class ReconstructionRun:
             self.notes.append("An input X-ray node was removed from the scene during the run; the CT keeps the "
                               "names of its views in its provenance.")
         try:
+            earlier = []  # uncertainty nodes of the CT this run refills: reused, or removed (they describe it no more)
             if outputs.in_scene(self._target, self.scene):
                 node = self._target
+                earlier = outputs.uncertainty_nodes_of(node, self.scene)
                 outputs.fill_volume_node(node, volume)
             else:
                 if self._target is not None:
@@ -419,11 +421,16 @@ class ReconstructionRun:
                 name = f"{self._views[0]['node']} CT ({self._facts.id})"
                 node = scene_glue.volume_node_from_volume(volume, name, self.scene)
                 added.append(node)
+            stale = earlier[1:] if uncertainty is not None else earlier
+            self.notes += [f"Removed {old.GetName()!r}: the uncertainty of the CT this run replaced." for old in stale]
             outputs.set_provenance(node, self._facts.id, self._facts.sha256, self._views, volume, self.notes,
                                    self._result.get("device", ""), self._inputs)
             study_anchor = (present or self._inputs)[0]  # a removed node is in no study: nothing is placed
             outputs.place_in_study(node, study_anchor)
-            if uncertainty is not None:
+            if uncertainty is not None and earlier:
+                self.uncertaintyNode = earlier[0]
+                outputs.fill_volume_node(self.uncertaintyNode, uncertainty)
+            elif uncertainty is not None:
                 spread = scene_glue.volume_node_from_volume(uncertainty, f"{node.GetName()} uncertainty (SD, HU)",
                                                             self.scene)
                 added.append(spread)
@@ -434,6 +441,8 @@ class ReconstructionRun:
             for added_node in added:
                 self.scene.RemoveNode(added_node)
             raise
+        for old in stale:
+            self.scene.RemoveNode(old)
         self.outputNode = node
 
     def _close(self) -> None:

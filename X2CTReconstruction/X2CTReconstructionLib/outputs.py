@@ -141,6 +141,13 @@ def in_scene(node, scene) -> bool:
     return node is not None and scene is not None and bool(scene.IsNodePresent(node))
 
 
+def uncertainty_nodes_of(node, scene) -> list:
+    """The uncertainty (SD) volume nodes in ``scene`` that refer to the CT ``node``, oldest first."""
+    kind = "vtkMRMLScalarVolumeNode"
+    found = [scene.GetNthNodeByClass(i, kind) for i in range(scene.GetNumberOfNodesByClass(kind))]
+    return [other for other in found if other.GetNodeReferenceID(UNCERTAINTY_OF) == node.GetID()]
+
+
 def referenced_inputs(node) -> list[tuple[int, object]]:
     """(view index, X-ray node) of each input of ``node`` still in the scene, by view index."""
     found = []
