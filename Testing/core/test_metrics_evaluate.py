@@ -11,7 +11,7 @@ from x2ct.cli import main
 from x2ct.errors import InputError
 from x2ct.image import CANONICAL_DIRECTION, Volume, XRay, volume_to_sitk
 from x2ct.io import read_ct
-from x2ct.metrics import (CONVENTIONS, evaluate, evaluate_volumes, honest_metrics, json_ready, normalise_hu,
+from x2ct.metrics import (CONVENTIONS, alignment, evaluate, evaluate_volumes, honest_metrics, json_ready, normalise_hu,
                           reprojection_consistency, x2ct_metrics)
 
 SHAPE = (14, 16, 18)
@@ -151,3 +151,22 @@ def test_cli_reports_a_grid_mismatch_in_one_line(tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.startswith("x2ct evaluate: error:") and "resample the prediction" in error
     assert len(error.strip().splitlines()) == 1
+
+
+def test_aligned_comparison_reports_the_ground_truths_coverage_and_refuses_almost_none(tmp_path, capsys):
+    pred_hu, gt_hu = _hu_pair()
+    pred = Volume(pred_hu, (2.0, 2.0, 2.0), (-50.0, 20.0, 300.0), CANONICAL_DIRECTION.copy())
+    whole = Volume(gt_hu, (2.0, 2.0, 2.0), (0.0, 0.0, 0.0), CANONICAL_DIRECTION.copy())
+    assert alignment.compare_centred(pred, whole)[2]["alignment"] == {"ground_truth_coverage": 1.0}
+    half = Volume(np.ascontiguousarray(gt_hu[3:10]), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0), CANONICAL_DIRECTION.copy())
+    aligned, _, metrics = alignment.compare_centred(pred, half)  # a scan of half the height: 7 of 14 slices
+    assert metrics["alignment"]["ground_truth_coverage"] == pytest.approx(0.5)
+    assert np.all(aligned.array[:3] == alignment.OUTSIDE_HU) and np.all(aligned.array[-4:] == alignment.OUTSIDE_HU)
+    tiny = Volume(np.zeros((2, 2, 2), np.float32), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), CANONICAL_DIRECTION.copy())
+    with pytest.raises(InputError, match=r"covers only 0% of the prediction's grid \(36x32x28 mm\)"):
+        alignment.compare_centred(pred, tiny)
+
+    paths = [_write(tmp_path / name, volume.array) for name, volume in (("pred.mha", pred), ("half.mha", half))]
+    assert main(["evaluate", "--pred", paths[0], "--gt", paths[1], "--align-centres"]) == 0
+    table = capsys.readouterr().out
+    assert f"alignment: {alignment.COVERAGE_DEFINITION}" in table and "ground_truth_coverage    0.5" in table

@@ -78,10 +78,12 @@ def test_compare_fills_table_difference_and_layout(scene):
 
     values = compare.table_values(table)
     expected = compare.metric_rows(evaluate_volumes(prediction, aligned))
-    assert len(values) == len(expected) > 15
+    assert len(values) == len(expected) + 1 > 16
     for convention, metric, value in expected:
         assert values[(convention, metric)] == pytest.approx(value, rel=1e-9, nan_ok=True)
-    assert {convention for convention, _ in values} == {"x2ct", "repeat_concatenate", "honest", "lung_dice"}
+    assert {convention for convention, _ in values} == {"x2ct", "repeat_concatenate", "honest", "lung_dice",
+                                                        "alignment"}
+    assert values[("alignment", "ground_truth_coverage")] == 1.0
     assert values[("lung_dice", "threshold")] > 0.9
     assert 15 < values[("honest", "mae_hu")] < 35  # |N(0, 30)| has mean 24 HU
     assert table.GetAttribute("X2CT.Alignment") == alignment.ALIGNMENT

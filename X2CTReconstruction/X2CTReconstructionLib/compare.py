@@ -12,8 +12,7 @@ import slicer
 
 from x2ct.errors import InputError
 from x2ct.image import Volume
-from x2ct.metrics import CONVENTIONS
-from x2ct.metrics.alignment import ALIGNMENT, compare_centred
+from x2ct.metrics.alignment import ALIGNMENT, SECTION_DEFINITIONS, compare_centred
 from X2CTReconstructionLib import outputs
 from X2CTReconstructionLib import scene as scene_glue
 #: The difference volume's window is centred on 0 HU and reaches this percentile of |difference| either side,
@@ -60,7 +59,7 @@ def fill_table(table, metrics: dict) -> None:
         columns[0].InsertNextValue(convention)
         columns[1].InsertNextValue(metric)
         columns[2].InsertNextValue(value)
-        columns[3].InsertNextValue(CONVENTIONS.get(convention, ""))
+        columns[3].InsertNextValue(SECTION_DEFINITIONS.get(convention, ""))
     table.RemoveAllColumns()
     for column in columns:
         table.AddColumn(column)

@@ -15,7 +15,8 @@ from x2ct.datasources import DATA_KINDS
 from x2ct.request import DEVICES
 from x2ct.errors import InputError
 from x2ct.io import read_ct
-from x2ct.metrics import CONVENTIONS, DEFAULT_HU_RANGE, evaluate_volumes, json_ready, lung_label_ids
+from x2ct.metrics import DEFAULT_HU_RANGE, evaluate_volumes, json_ready, lung_label_ids
+from x2ct.metrics.alignment import SECTION_DEFINITIONS, compare_centred
 
 
 def register(subparsers) -> None:
@@ -69,8 +70,6 @@ def run(args) -> int:
     if args.align_centres:
         if labels is not None:
             raise InputError("--labels lie on the ground truth's grid; give them without --align-centres.")
-        from x2ct.metrics.alignment import compare_centred
-
         _, _, result = compare_centred(read_ct(args.pred), read_ct(args.gt), hu_range=(args.hu_min, args.hu_max))
     else:
         result = evaluate_volumes(read_ct(args.pred), read_ct(args.gt), hu_range=(args.hu_min, args.hu_max),
@@ -109,7 +108,7 @@ def format_table(result: dict, hu_range) -> str:
     """A readable report: one block per convention, headed by what the convention is."""
     lines = [f"HU window [{hu_range[0]:g}, {hu_range[1]:g}] -> [0, 1]"]
     for section, metrics in result.items():
-        lines += ["", f"{section}: {CONVENTIONS.get(section, '')}"]
+        lines += ["", f"{section}: {SECTION_DEFINITIONS.get(section, '')}"]
         for name, value in metrics.items():
             if isinstance(value, dict):
                 value = "  ".join(f"{plane} {_number(name, v)}" for plane, v in value.items())
