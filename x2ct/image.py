@@ -47,7 +47,7 @@ def _check_finite(array: np.ndarray, what: str) -> None:
         bad = int((~np.isfinite(array)).sum())
         raise InputError(
             f"{what} has {bad} NaN or infinite values; replace them (e.g. with the background value) "
-            "before reconstruction."
+            "and try again."
         )
 
 

@@ -166,7 +166,7 @@ def choose_device(requested: str, model: torch.nn.Module, volume_size: int, samp
         raise InputError(problem)
     cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
     if requested == "cuda" and not cuda or requested == "mps" and not mps:
-        raise InputError(f"Device {requested} is not available on this machine; use --device auto or cpu.")
+        raise InputError(request.unavailable_device(requested))
     if requested != "auto":
         return requested, f"{requested} as requested"
     if cuda:

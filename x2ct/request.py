@@ -136,6 +136,12 @@ def available_devices() -> list[str]:
     return choices
 
 
+def unavailable_device(device: str) -> str:
+    """The message for a device that this machine lacks (worded for the CLI and the Slicer console alike)."""
+    return (f"Device {device} is not available on this machine (PyTorch sees no {device.upper()} device); "
+            "choose auto or cpu.")
+
+
 def output_problem(output, inputs: Sequence) -> str | None:
     """Why ``output`` (a node ID, a path...) cannot receive the CT: it is one of the ``inputs`` (None if it can)."""
     if output is not None and any(item is not None and item == output for item in inputs):

@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,6 +19,7 @@ pytest.importorskip("trame_slicer.core", reason="trame-slicer is not installed")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "robustness"))
 
+import slicer  # noqa: E402
 from hostile import hostile_files, small_ct, snapshot, tiny_model, xray_views  # noqa: E402
 from X2CTReconstructionLib.logic import ReconstructionLogic  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
@@ -138,3 +140,23 @@ class _RunsCode:
 
     def __reduce__(self):
         return (Path.touch, (Path(self.path),))
+
+
+def test_nodes_removed_from_the_scene_are_refused_by_reconstruct_and_compare(scene, work):
+    """A script may hold a node that was removed meanwhile: refused by name, before anything runs or is added."""
+    logic = ReconstructionLogic(scene)
+    frontal = logic.loadXRay(work["views"]["frontal"], view="frontal")
+    lateral = logic.loadXRay(work["views"]["lateral"], view="lateral")
+    ct, truth = logic.loadCT(work["ct"], name="prediction"), logic.loadCT(work["ct"], name="truth")
+    scene.RemoveNode(lateral)
+    scene.RemoveNode(truth)
+    assert logic.inputProblems(frontal, lateral) == [
+        f"Node {lateral.GetName()!r} is no longer in the scene; load or select it again."]
+    assert "no longer in the scene" in _refused(scene, lambda: logic.reconstruct(frontal, lateral, device="cpu"))
+    assert "Ground truth: node 'truth' is no longer" in _refused(scene, lambda: logic.compare(ct, truth))
+    if "cuda" not in logic.deviceChoices():  # no CUDA here: refused at once, in the console's terms
+        message = _refused(scene, lambda: logic.reconstruct(frontal, device="cuda"))
+        assert message.endswith("choose auto or cpu.") and "--device" not in message
+    slicer.util.updateVolumeFromArray(ct, np.full(slicer.util.arrayFromVolume(ct).shape, np.nan, np.float32))
+    other = logic.loadCT(work["ct"], name="other")
+    assert "Ground truth: The volume has" in _refused(scene, lambda: logic.compare(other, ct))

@@ -161,6 +161,8 @@ def compare_nodes(predictedNode, groundTruthNode):
     for node, role in ((predictedNode, "Prediction"), (groundTruthNode, "Ground truth")):
         if node is None:
             raise InputError(f"{role}: select a CT volume node.")
+        if node.GetScene() is None or not outputs.in_scene(node, predictedNode.GetScene()):
+            raise InputError(f"{role}: node {node.GetName()!r} is no longer in the scene; load or select it again.")
     prediction = _checked_volume(predictedNode, "Prediction")
     truth = _checked_volume(groundTruthNode, "Ground truth")
     aligned, difference, metrics = compare_centred(prediction, truth)  # before any node is added
@@ -201,6 +203,6 @@ def _compare_output(scene, volume, predictedNode, role: str, pair: dict, name: s
 
 def _checked_volume(node, role: str):
     try:
-        return scene_glue.volume_from_volume_node(node)
+        return scene_glue.volume_from_volume_node(node).check_finite()
     except InputError as error:
         raise InputError(f"{role}: {error}") from None

@@ -94,6 +94,9 @@ class ReconstructionLogic:
         problems.extend(_extra_view_problems(frontalNode, lateralNode, extraViews))
         if groundTruthNode is not None:
             problems.extend(_problem(lambda: scene_glue.volume_from_volume_node(groundTruthNode, copy=False), "Ground truth"))
+        given = [frontalNode, lateralNode, groundTruthNode] + [node for node, _ in extraViews]
+        removed = [node.GetName() for node in given if node is not None and not outputs.in_scene(node, self.scene)]
+        problems += [f"Node {name!r} is no longer in the scene; load or select it again." for name in removed]
         return problems
 
     # --- reconstruction ---------------------------------------------------------------------------
@@ -153,10 +156,13 @@ class ReconstructionLogic:
         The input nodes themselves are checked by ``inputProblems``.
         """
         inputs = [node.GetID() for node in (frontalNode, lateralNode, *(n for n, _ in extraViews)) if node]
-        return request.Request(
+        problems = request.Request(
             facts, views=1 + (lateralNode is not None) + len(extraViews), device=device, samples=samples,
             output=outputNode.GetID() if outputNode is not None else None, inputs=tuple(inputs),
             view_hint=view_hint(facts.view_counts, lateralNode is not None, len(extraViews))).problems()
+        if device in ("cuda", "mps") and device not in self.deviceChoices():  # known here, before a child starts
+            problems.append(request.unavailable_device(device))
+        return problems
 
     def startReconstruction(self, frontalNode, lateralNode=None, model="back-projection", device="auto",
                             fusion=False, samples=1, outputNode=None, onProgress=None, onDone=None, extraViews=()):
