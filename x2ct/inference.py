@@ -194,31 +194,36 @@ def output_state(protocol: str, size: int) -> ProtocolState:
 
 
 def reconstruct(xrays: Sequence[XRay], model: str | Path | LoadedModel, device: str = "auto",
-                fusion: bool = False, samples: int = 1, seed: int | None = 0,
+                fusion: bool = False, samples: int = 1, seed: int | None = None,
                 progress: Progress | None = None, input_kind: str = "auto") -> Reconstruction:
     """Reconstruct a CT (HU, physical geometry) from X-rays with a catalog model or model folder.
 
     ``fusion``: Beer-Lambert fusion with the input views (``x2ct.models.fusion``;
     views at multiples of 90 degrees). ``samples`` > 1: the mean of that many
     draws and their standard deviation (models with ``sample``, i.e. code
-    diffusion). ``progress(fraction, stage)`` is called from 0 to 1. ``input_kind``:
+    diffusion). ``seed`` seeds the draws (None: the model's own seed, so one
+    input always gives the same volume; 0 for several samples); a
+    deterministic model ignores it, with a note. ``progress(fraction, stage)`` is called from 0 to 1. ``input_kind``:
     ``auto``, ``film`` or ``drr`` (``x2ct.io.prepare``).
     """
     report = progress or (lambda fraction, stage: None)
     if not xrays:
         raise InputError("Give at least one X-ray view.")
-    problem = request.samples_problem(str(model), True, samples)  # a bad count; the model's rule once loaded
+    problem = request.samples_problem(str(model), True, samples) or request.seed_problem(seed)  # before loading
     if problem:
         raise InputError(problem)
     report(0.0, "loading model")
     loaded = model if isinstance(model, LoadedModel) else load(model, "cpu")
     network, spec = loaded.model, loaded.model.spec
-    problem = request.samples_problem(loaded.id, callable(getattr(network, "sample", None)), samples)
+    generative = callable(getattr(network, "sample", None))
+    problem = request.samples_problem(loaded.id, generative, samples)
     if problem:
         raise InputError(problem)
     xrays = order_views(xrays, spec)
     chosen, reason = choose_device(device, network, spec.volume_size, samples)
     notes = [f"device: {reason}"]
+    if seed is not None and not generative:
+        notes.append(f"seed: {loaded.id} is deterministic, so the seed changes nothing.")
     report(0.2, "preparing views")
     prepared, preparation = [], []
     for xray in xrays:
@@ -234,7 +239,9 @@ def reconstruct(xrays: Sequence[XRay], model: str | Path | LoadedModel, device: 
     report(0.3, f"reconstructing on {chosen}")
     with torch.no_grad():
         if samples > 1:
-            output, spread = network.sample(views, angle_tensor, n=int(samples), seed=seed)
+            output, spread = network.sample(views, angle_tensor, n=int(samples), seed=0 if seed is None else seed)
+        elif generative and seed is not None:
+            output, spread = network.sample(views, angle_tensor, n=1, seed=seed)[0], None
         else:
             output, spread = network(views, angle_tensor), None
     output = output.float().cpu()

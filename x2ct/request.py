@@ -105,14 +105,41 @@ def view_count_problem(model_id: str, counts: Sequence[int], given: int, hint: s
             + (hint or f"give {accepted} views."))
 
 
+#: The most draws one reconstruction may ask for (the Slicer panel's spin box goes as far): each is a full
+#: sampling run, about a second on the CPU for the shipped model, and the mean changes little after a few.
+MAX_SAMPLES = 32
+#: Seeds torch's generators accept.
+SEED_RANGE = (-2**63, 2**64 - 1)
+
+
 def samples_problem(model_id: str, generative: bool, samples) -> str | None:
     """Why ``samples`` draws cannot be asked of this model (None if they can)."""
-    if isinstance(samples, bool) or int(samples) != samples or samples < 1:
-        return f"Samples must be a whole number of at least 1, got {samples}."
+    if isinstance(samples, bool) or int(samples) != samples or not 1 <= samples <= MAX_SAMPLES:
+        return f"Samples must be a whole number from 1 to {MAX_SAMPLES}, got {samples}."
     if samples > 1 and not generative:
         return (f"Model {model_id} is deterministic; several samples need a generative model such as "
                 "code-diffusion. Set samples to 1.")
     return None
+
+
+def seed_problem(seed) -> str | None:
+    """Why ``seed`` cannot seed the draws (None if it can, or is None: the model's own seed)."""
+    if seed is None or (not isinstance(seed, bool) and int(seed) == seed and SEED_RANGE[0] <= seed <= SEED_RANGE[1]):
+        return None
+    return f"The seed must be a whole number from -2^63 to 2^64 - 1, got {seed}."
+
+
+def torch_device(device: str) -> str:
+    """``device`` checked as a place to run torch here (``auto``: CUDA when present, else CPU); else InputError."""
+    problem = device_problem(device)
+    if problem:
+        raise InputError(problem)
+    available = available_devices()
+    if device == "auto":
+        return "cuda" if "cuda" in available else "cpu"
+    if device not in available:
+        raise InputError(unavailable_device(device))
+    return device
 
 
 def device_problem(device: str) -> str | None:

@@ -131,3 +131,67 @@ def test_unknown_model_id(views, tmp_path, capsys):
 def test_bad_output_extension(views, tmp_path, capsys):
     _fails(["reconstruct", "--view", str(views["frontal"]), "--model", "back-projection", "--out",
             str(tmp_path / "o.txt")], capsys, "unknown extension")
+
+
+def test_outputs_are_written_all_or_none(views, gan_folder, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from x2ct import render
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(render, "save_png", full_disk)  # the preview fails after the CT was staged
+    out, preview = tmp_path / "ct.nrrd", tmp_path / "preview"
+    _fails(["reconstruct", "--view", str(views["frontal"]), "--view", str(views["lateral"]), "--model",
+            str(gan_folder), "--out", str(out), "--device", "cpu", "--mip-png", str(preview)], capsys,
+           f"could not write {preview}.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frontal.nrrd", "gan", "lateral.nrrd"]
+
+
+def test_seed_draws_one_sample_and_is_checked(views, tmp_path, capsys):
+    folder = tmp_path / "cd"
+    save_model(build("code-diffusion", "tiny"), folder)
+    argv = ["reconstruct", "--view", f"{views['frontal']}:frontal", "--view", f"{views['lateral']}:90",
+            "--model", str(folder), "--device", "cpu"]
+    volumes = {}
+    for name, seed in (("own", []), ("zero", ["--seed", "0"]), ("five", ["--seed", "5"])):
+        assert main(argv + ["--out", str(tmp_path / f"{name}.nrrd")] + seed) == 0
+        volumes[name] = read_ct(tmp_path / f"{name}.nrrd").array
+    np.testing.assert_array_equal(volumes["own"], volumes["zero"])  # the model's own seed is 0
+    assert not np.array_equal(volumes["zero"], volumes["five"])
+    _fails(argv + ["--out", str(tmp_path / "big.nrrd"), "--seed", str(2**64)], capsys, "seed must be a whole number")
+    _fails(argv + ["--out", str(tmp_path / "many.nrrd"), "--samples", "33"], capsys, "from 1 to 32")
+    assert not (tmp_path / "big.nrrd").exists() and not (tmp_path / "many.nrrd").exists()
+
+
+def test_extreme_values_and_upper_case_extensions_are_refused(views, gan_folder, tmp_path, capsys):
+    huge = write_xray(XRay(np.linspace(-3e38, 3e38, 1600, dtype=np.float32).reshape(40, 40), (2.0, 2.0)),
+                      tmp_path / "huge.nrrd")
+    _fails(["reconstruct", "--view", str(huge), "--view", str(views["lateral"]), "--model", str(gan_folder),
+            "--out", str(tmp_path / "ct.nrrd"), "--device", "cpu"], capsys, "far beyond any radiograph's")
+    _fails(["reconstruct", "--view", str(views["frontal"]), "--view", str(views["lateral"]), "--model",
+            str(gan_folder), "--out", str(tmp_path / "ct.MHA")], capsys, "write its extension in lower case (ct.mha)")
+    (tmp_path / "ct.raw.gz").write_bytes(b"someone's data")
+    _fails(["reconstruct", "--view", str(views["frontal"]), "--view", str(views["lateral"]), "--model",
+            str(gan_folder), "--out", str(tmp_path / "ct.nhdr")], capsys, "ct.raw.gz exists")
+    assert (tmp_path / "ct.raw.gz").read_bytes() == b"someone's data"
+
+
+def test_a_cancel_by_signal_exits_with_its_number_and_a_closed_pipe_quietly(monkeypatch, capsys):
+    import signal
+    import subprocess
+    import sys
+
+    from x2ct import cli
+    from x2ct.commands import info
+
+    def cancelled(args):
+        raise cli.Cancelled(signal.SIGTERM)
+
+    monkeypatch.setattr(info, "run", cancelled)
+    assert main(["info", "anything"]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip() == "x2ct info: cancelled"
+    piped = subprocess.run(["bash", "-c", f"set -o pipefail; '{sys.executable}' -m x2ct catalog list | head -c 1"],
+                           capture_output=True, text=True, timeout=120)
+    assert piped.stderr == "" and piped.returncode in (0, 128 + 13)

@@ -264,3 +264,12 @@ def test_a_ct_localizer_is_a_radiograph(tmp_path):
                              ImagePositionPatient=["0", "0", "0"], PixelSpacing=["0.5", "0.5"])
     assert isinstance(read_image(scout), XRay)
     np.testing.assert_array_equal(read_xray(scout).image, RAW)
+
+
+def test_a_view_given_on_the_command_line_overrides_a_header_that_contradicts_itself(tmp_path):
+    from x2ct.commands.reconstruct import read_view
+
+    path = write_radiograph(tmp_path / "o.dcm", RAW, ViewPosition="LL", PatientOrientation=["L", "F"])
+    assert read_view(path, "frontal").view == "frontal"  # --view o.dcm:frontal
+    with pytest.raises(InputError, match="does not fit a lateral view"):
+        read_view(path, None)

@@ -19,12 +19,30 @@ def test_view_counts_name_the_accepted_views_and_take_the_callers_hint():
 
 
 @pytest.mark.parametrize("samples, generative, wanted", [
-    (1, False, None), (4, True, None), (0, True, "whole number of at least 1"), (2.5, True, "whole number"),
-    (True, True, "whole number"), (2, False, "deterministic"),
+    (1, False, None), (4, True, None), (32, True, None), (0, True, "whole number from 1 to 32"),
+    (33, True, "whole number from 1 to 32, got 33"), (2.5, True, "whole number"), (True, True, "whole number"),
+    (2, False, "deterministic"),
 ])
 def test_samples_rule(samples, generative, wanted):
     problem = request.samples_problem("m", generative, samples)
     assert problem is None if wanted is None else wanted in problem
+
+
+@pytest.mark.parametrize("seed, fine", [(None, True), (0, True), (-5, True), (2**64 - 1, True), (2**64, False),
+                                        (-2**63 - 1, False), (1.5, False), (True, False)])
+def test_seed_rule(seed, fine):
+    assert (request.seed_problem(seed) is None) == fine
+
+
+def test_torch_device_checks_the_name_and_this_machine():
+    assert request.torch_device("cpu") == "cpu"
+    assert request.torch_device("auto") == ("cuda" if "cuda" in request.available_devices() else "cpu")
+    with pytest.raises(InputError, match="Unknown device 'gpu'"):
+        request.torch_device("gpu")
+    for device in ("cuda", "mps"):
+        if device not in request.available_devices():
+            with pytest.raises(InputError, match=f"Device {device} is not available on this machine"):
+                request.torch_device(device)
 
 
 def test_devices_outputs_and_angles():

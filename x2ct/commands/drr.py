@@ -8,6 +8,7 @@ import time
 
 from x2ct.errors import InputError
 from x2ct.image import normalise_view
+from x2ct.request import torch_device
 
 #: Largest DRR side in pixels: 4096^2 rays already take minutes and gigabytes on a CPU.
 MAX_SIZE = 4096
@@ -32,7 +33,8 @@ def register(subparsers) -> None:
     parser.add_argument("--detector-mm", type=float, default=None,
                         help="side of the square detector in mm (default 500)")
     parser.add_argument("--beam", choices=("cone", "parallel"), default="cone")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    parser.add_argument("--device", default="cpu", metavar="{auto,cpu,cuda,mps}",
+                        help="where to compute the DRRs (default cpu; auto: CUDA when present)")
     parser.add_argument("--png", default=None, metavar="PREVIEW.png", help="also write a labelled preview")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.set_defaults(func=run)
@@ -44,6 +46,7 @@ def run(args) -> int:
     from x2ct.io.xrays import XRAY_OUTPUTS
 
     view = normalise_view(args.view)
+    args.device = torch_device(args.device)
     if args.size is not None and not 2 <= args.size <= MAX_SIZE:
         raise InputError(f"--size must be 2 to {MAX_SIZE} pixels, got {args.size}.")
     for name in ("sad", "sid", "detector_mm"):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
-from x2ct.errors import InputError
+from x2ct.errors import InputError, X2CTError
 from x2ct.image import normalise_view
 from x2ct.request import DEVICES
 
@@ -27,7 +28,9 @@ def register(subparsers) -> None:
     parser.add_argument("--samples", type=int, default=1,
                         help="draws of a generative model (code-diffusion): writes their mean to --out and their "
                              "standard deviation (HU) next to it as *-std")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the draws")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="random seed of a generative model's draws (default: the model's own for one draw, "
+                             "0 for several)")
     parser.add_argument("--mip-png", metavar="PREFIX", default=None,
                         help="also write PREFIX.png: central slices and maximum intensity projections")
     parser.add_argument("--progress", choices=("text", "json"), default="text",
@@ -65,13 +68,13 @@ def read_view(path: Path, view):
     from x2ct.image import Volume
     from x2ct.io import read_image, read_xray
 
-    if Path(path).is_dir():
-        return read_xray(path, view)  # refuses a folder, without reading a CT series only to refuse it
+    if Path(path).is_dir() or view is not None:  # a folder is refused; a view given overrides the file's header
+        return read_xray(path, view)
     image = read_image(path)
     if isinstance(image, Volume):
         raise InputError(f"{path} is a CT volume ({'x'.join(map(str, image.shape[::-1]))} voxels), not an X-ray; "
                          "give radiographs with --view (2D images).")
-    return image if view is None else read_xray(path, view)
+    return image
 
 
 def std_path(out: Path) -> Path:
@@ -103,6 +106,7 @@ def run(args) -> int:
 
 def _reconstruct(args, views, out: Path) -> int:
     from x2ct import inference, io
+    from x2ct.io.outputs import atomic_output
 
     def report(fraction: float, stage: str) -> None:
         if args.progress == "json":
@@ -111,14 +115,30 @@ def _reconstruct(args, views, out: Path) -> int:
     xrays = [read_view(path, view) for path, view in views]
     result = inference.reconstruct(xrays, args.model, device=args.device, fusion=args.fusion,
                                    samples=args.samples, seed=args.seed, progress=report)
-    written = {"output": str(io.write_volume(result.volume, out, overwrite=args.overwrite))}
+    targets = {"output": out}
     if result.uncertainty is not None:
-        written["uncertainty"] = str(io.write_volume(result.uncertainty, std_path(out), overwrite=args.overwrite))
+        targets["uncertainty"] = std_path(out)
     if args.mip_png:
-        from x2ct import render
+        targets["mip_png"] = Path(f"{args.mip_png}.png").expanduser()
+    staged: dict[str, Path] = {}
+    try:
+        with contextlib.ExitStack() as stack:  # all or nothing: each file is staged; they move into place together
+            staged.update({key: stack.enter_context(atomic_output(path, overwrite=args.overwrite))
+                           for key, path in targets.items()})
+            io.write_volume(result.volume, staged["output"], overwrite=False)
+            if result.uncertainty is not None:
+                io.write_volume(result.uncertainty, staged["uncertainty"], overwrite=False)
+            if args.mip_png:
+                from x2ct import render
 
-        image = render.ct_planes(result.volume, *render.CT_WINDOWS["soft-tissue"], title=result.model_id)
-        written["mip_png"] = str(render.save_png(image, f"{args.mip_png}.png", overwrite=args.overwrite))
+                image = render.ct_planes(result.volume, *render.CT_WINDOWS["soft-tissue"], title=result.model_id)
+                render.save_png(image, staged["mip_png"], overwrite=False)
+    except X2CTError as error:  # name the user's files, not their staged copies
+        message = str(error)
+        for key, path in staged.items():
+            message = message.replace(str(path), str(targets[key])).replace(str(path.parent), str(targets[key].parent))
+        raise type(error)(message) from None
+    written = {key: str(path) for key, path in targets.items()}
     if args.progress == "json":
         print(json.dumps({"done": True, **written, "model": result.model_id, "device": result.device,
                           "notes": result.notes}), flush=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from x2ct.errors import InputError
+from x2ct.request import torch_device
 
 
 def register(subparsers) -> None:
@@ -23,7 +24,8 @@ def register(subparsers) -> None:
     parser.add_argument("--out", metavar="FOLDER", help="folder for the turntable frames")
     parser.add_argument("--lateral", metavar="OUT", help="write the lateral DRR (.nrrd/.mha float with geometry, "
                                                          "or .png)")
-    parser.add_argument("--device", default="cpu", help="torch device for the DRRs (default cpu)")
+    parser.add_argument("--device", default="cpu", metavar="{auto,cpu,cuda,mps}",
+                        help="where to compute the DRRs (default cpu; auto: CUDA when present)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.set_defaults(func=run)
 
@@ -35,6 +37,7 @@ def run(args) -> int:
 
     if not (args.anaglyph or args.turntable or args.lateral):
         raise InputError("Nothing to render: give --anaglyph OUT.png, --turntable N --out FOLDER or --lateral OUT.")
+    args.device = torch_device(args.device)
     if args.turntable is not None and not args.out:
         raise InputError("--turntable N needs --out FOLDER for its frames.")
     if args.out and args.turntable is None:
