@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import signal
 import sys
@@ -43,12 +44,24 @@ def main(argv: list[str] | None = None) -> int:
     except X2CTError as error:
         print(f"x2ct {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"x2ct {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        signum = getattr(stop, "signum", signal.SIGINT)
+        print(f"x2ct {args.command}: {'interrupted' if signum == signal.SIGINT else 'cancelled'}", file=sys.stderr)
+        return 128 + int(signum)
+    except BrokenPipeError:  # the reader went away (x2ct catalog list | head): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 128 + int(getattr(signal, "SIGPIPE", 13))
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+class Cancelled(KeyboardInterrupt):
+    """A cancel by signal: unwinds like Ctrl-C, and the exit status says which signal (128 + its number)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _stop_on_cancel() -> dict:
@@ -58,7 +71,7 @@ def _stop_on_cancel() -> dict:
         return {}
 
     def stop(signum, frame):
-        raise KeyboardInterrupt
+        raise Cancelled(signum)
 
     numbers = [getattr(signal, name) for name in ("SIGTERM", "SIGBREAK") if hasattr(signal, name)]
     return {number: signal.signal(number, stop) for number in numbers}

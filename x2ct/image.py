@@ -135,7 +135,7 @@ class XRay:
         if min(self.image.shape) < 2:
             raise InputError(
                 f"The X-ray is {self.image.shape[0]}x{self.image.shape[1]} pixels: too small to use. "
-                "Give a radiograph of at least 2x2 pixels (models resample to their own size)."
+                "Give the full-resolution radiograph."
             )
         self.pixel_spacing = _check_spacing(self.pixel_spacing, 2, "X-ray pixel")
         self.view = normalise_view(self.view)

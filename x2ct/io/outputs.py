@@ -34,6 +34,8 @@ from typing import Callable, Iterable
 from x2ct.errors import InputError, X2CTError
 from x2ct.io.files import is_same_file, suffix, text_name
 
+#: The data file that a header-only format writes beside its header (SimpleITK, compressed).
+DETACHED_DATA = {".nhdr": ".raw.gz", ".mhd": ".zraw"}
 LOCK_SUFFIX = ".x2ct-lock"
 STAGING_SUFFIX = ".partial"
 #: Locks this process holds: target -> how many nested claims.
@@ -48,6 +50,9 @@ def check_target(path, formats: dict[str, str] | None, what: str, *, inputs: Ite
     if formats is not None and suffix(path) not in formats:
         raise InputError(f"Cannot write {what} to {path.name}: unknown extension {suffix(path) or '(none)'}; "
                          f"use one of {', '.join(formats)}.")
+    if formats is not None and not path.name.endswith(suffix(path)):  # the writers pick formats case-sensitively
+        raise InputError(f"Cannot write {what} to {path.name}: write its extension in lower case "
+                         f"({path.name[:len(path.name) - len(suffix(path))]}{suffix(path)}).")
     if path.is_dir():
         raise InputError(f"Cannot write {what} to {path}: it is a folder; give a file name.")
     for source in inputs:
@@ -58,6 +63,10 @@ def check_target(path, formats: dict[str, str] | None, what: str, *, inputs: Ite
             raise InputError(f"Cannot write {what} to {path}: it exists and is not a regular file.")
         if not overwrite:
             raise InputError(f"{path} exists; pass --overwrite to replace it or choose another output name.")
+    data = path.with_name(path.name[:len(path.name) - len(suffix(path))] + DETACHED_DATA.get(suffix(path), ""))
+    if data != path and (data.exists() or data.is_symlink()) and not overwrite:
+        raise InputError(f"{data} exists, and {path.name} would write its data there; pass --overwrite to replace "
+                         "both or choose another output name.")
     ancestor = _existing_ancestor(path.parent)
     if not ancestor.is_dir():
         raise InputError(f"Cannot write {what} to {path}: {ancestor} is a file, not a folder.")

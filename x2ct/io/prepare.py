@@ -66,6 +66,8 @@ BORDER_MAX = 0.3
 KINDS = ("auto", "film", "drr")
 #: Fewer pixels than this on a side is a thumbnail or an icon, not a radiograph.
 MIN_PIXELS = 16
+#: Larger intensities are refused: no detector or DRR gives them, and float32 arithmetic on them overflows.
+MAX_INTENSITY = 1e12
 #: A pixel spacing is believed when it makes the image's longest side this multiple of DETECTOR_MM; outside,
 #: it is a wrong tag (or not a radiograph) and would ask for a window of billions of pixels, so it is ignored.
 EXTENT_RANGE = (0.25, 4.0)
@@ -93,6 +95,10 @@ def prepare(xray: XRay, size: int, kind: str = "auto") -> PreparedView:
     angle = view_angle(xray.view) % 360.0
     frontal = angle in (0.0, 180.0)
     image = np.asarray(xray.image, dtype=np.float32)
+    largest = float(np.abs(image).max())
+    if largest > MAX_INTENSITY:
+        raise InputError(f"{name} holds values up to {largest:.3g}, far beyond any radiograph's (stored values, "
+                         "attenuation or line integrals); rescale it or export it again.")
     if float(image.max() - image.min()) <= 0:
         raise InputError(f"{name} is blank (one grey level); give the radiograph itself.")
     if min(image.shape) < MIN_PIXELS:

@@ -47,8 +47,8 @@ def check_volume_header(header: checks.Header, max_bytes: int | None) -> None:
         raise InputError(f"{header.path} is a 2D image ({size[1]}x{size[0]} pixels), not a CT volume: load it "
                          "as an X-ray instead.")
     if header.dimension != 3:
-        raise InputError(f"{header.path} is a {header.dimension}D image of size {size}; a CT must be 3D. "
-                         "Extract one 3D volume (e.g. one time point) first.")
+        raise InputError(f"{header.path} is a {header.dimension}D image of size {size}; x2ct reads 2D X-rays and "
+                         "3D CTs. Extract one 2D or 3D image (e.g. one time point) first.")
     checks.check_scalar(header, "a CT")
     checks.check_geometry(header)
     checks.check_memory(header.path, size[::-1], max_bytes)

@@ -65,15 +65,24 @@ def lung_label_ids(structures_csv) -> list[int]:
     """
     path = Path(structures_csv)
     try:
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: Excel's byte-order mark
             rows = list(csv.DictReader(handle))
     except OSError as error:
         raise InputError(f"Cannot read the structures table {path}: {error.strerror}.") from None
+    except (UnicodeDecodeError, csv.Error):
+        raise InputError(f"The structures table {path} is not a UTF-8 CSV file; save it as CSV UTF-8 "
+                         "(columns 'id' and 'structure').") from None
     if not rows or not {"id", "structure"} <= set(rows[0]):
         raise InputError(f"The structures table {path} needs the columns 'id' and 'structure' "
                          "(one row per label value).")
-    ids = [int(row["id"]) for row in rows
-           if row["structure"].strip().lower().startswith("lung_") and "lobe" in row["structure"].lower()]
+    lobes = [row for row in rows if str(row["structure"] or "").strip().lower().startswith("lung_")
+             and "lobe" in str(row["structure"]).lower()]
+    try:
+        ids = [int(str(row["id"]).strip()) for row in lobes]
+    except ValueError:
+        bad = next(row["id"] for row in lobes if not str(row["id"]).strip().lstrip("-").isdigit())
+        raise InputError(f"The structures table {path} has the id {bad!r}, not a whole number; ids are the label "
+                         "map's values.") from None
     if not ids:
         raise InputError(f"The structures table {path} names no lung lobe (lung_*lobe*); "
                          "pass a table of the label map's lung labels.")
