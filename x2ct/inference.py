@@ -47,6 +47,9 @@ from x2ct.errors import InputError, X2CTError
 from x2ct.image import CANONICAL_DIRECTION, Volume, XRay, view_angle
 from x2ct.io.prepare import DETECTOR_MM, DETECTOR_PIXELS  # the X2CT detector: field (mm) and pixels
 
+#: A view more than this gantry angle (degrees) from every view a model was trained on gets a warning.
+UNTRAINED_DEG = 5.0
+
 #: Activation channels assumed at the output grid by the memory estimate.
 ACTIVATION_CHANNELS = 64
 #: Fusion: side (mm) of every protocol's output cube (X2CT and Durham crop 320 mm), sweeps, and the
@@ -132,6 +135,19 @@ def prepared_input(xray: XRay, size: int, kind: str = "auto") -> tuple[np.ndarra
     notes.append(score.note(name) if score is not None else
                  f"{name}: no input-likeness model for a {angle:g} degree view; the score was not computed.")
     return prepared.view, record, notes
+
+
+def untrained_views_note(model_id: str, card: dict, angles: Sequence[float]) -> str | None:
+    """A WARNING when a view lies at an angle none of the model's training views had (its card's ``views``)."""
+    trained = [view_angle(view) % 360.0 for view in card.get("views") or ()]
+    if not trained:
+        return None
+    far = [a % 360.0 for a in angles if min(abs((a - t + 180.0) % 360.0 - 180.0) for t in trained) > UNTRAINED_DEG]
+    if not far:
+        return None
+    return (f"WARNING {model_id} was trained on {' and '.join(map(str, card['views']))} views only "
+            f"({', '.join(f'{t:g}' for t in trained)} deg), not on views at {', '.join(f'{a:g}' for a in far)} deg: "
+            "the reconstruction is unreliable.")
 
 
 def order_views(xrays: Sequence[XRay], spec) -> list[XRay]:
@@ -233,6 +249,8 @@ def reconstruct(xrays: Sequence[XRay], model: str | Path | LoadedModel, device: 
         notes += view_notes
     views_np = np.stack(prepared)
     angles = tuple(view_angle(x.view) for x in xrays)
+    untrained = untrained_views_note(loaded.id, loaded.card, angles)
+    notes += [untrained] if untrained else []
     views = torch.from_numpy(views_np)[None].to(chosen)
     angle_tensor = torch.tensor(angles, dtype=torch.float32)[None].to(chosen)
     network = network.to(chosen).eval()

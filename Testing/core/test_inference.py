@@ -179,3 +179,16 @@ def test_device_choice_and_memory_estimate(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (1000, 2000))
     device, reason = inference.choose_device("auto", model, 16)
     assert device == "cpu" and "1000" not in reason and "MiB free" in reason
+
+
+def test_views_at_angles_the_model_never_saw_are_warned_about():
+    from x2ct.inference import untrained_views_note
+
+    two = {"views": ["frontal", "lateral"]}
+    assert untrained_views_note("m", two, (0.0, 90.0)) is None
+    assert untrained_views_note("m", two, (-3.0, 94.0)) is None  # within 5 degrees
+    assert untrained_views_note("m", {}, (45.0,)) is None  # a card without views (built-in, trained here) says nothing
+    note = untrained_views_note("m", two, (0.0, 45.0))
+    assert note.startswith("WARNING m was trained on frontal and lateral views only (0, 90 deg), not on views at 45")
+    assert "not on views at 90 deg" in untrained_views_note("henzler-1v", {"views": ["frontal"]}, (90.0,))
+    assert "not on views at 180 deg" in untrained_views_note("m", two, (0.0, 90.0, 180.0))
