@@ -106,6 +106,8 @@ def test_resume_continues_the_same_random_stream(tmp_path):
     changed = dict(c, loss={**c["loss"], "mse": 1.0})
     with pytest.raises(InputError, match="loss.mse"):
         train(changed, tmp_path / "split", resume=True, progress="none", datasets=sets(16, 16))
+    with pytest.raises(InputError, match="already at step 4, past the 2 steps asked for"):
+        train(c, tmp_path / "split", resume=True, steps=2, progress="none", datasets=sets(16, 16))
 
 
 def test_non_finite_loss_stops_training_without_saving(tmp_path):

@@ -442,6 +442,9 @@ class Trainer:
         self.resumed = None
         if state is not None:
             self.load_state(state)
+        if self.step > c.train.steps:  # every process holds the same step: all stop here
+            raise InputError(f"The run in {out} is already at step {self.step}, past the {c.train.steps} steps "
+                             "asked for; give more steps (--steps) to continue it.")
         if main:
             self._prepare_folder()
         first_step, began = self.step, time.monotonic()
