@@ -208,7 +208,8 @@ def read_radiograph(path: Path, view=None, pixel_spacing=None, max_bytes: int | 
         metadata["view_source"] = "ViewPosition"
     else:
         view = "frontal"
-        metadata["view_source"] = "assumed frontal (no usable ViewPosition); pass view= if it is not"
+        metadata["view_source"] = ("assumed frontal (no usable ViewPosition); give the view if it is not "
+                                   "(FILE:VIEW, view=)")
     view = normalise_view(view)
     image, spacing, metadata["orientation"] = _orient(image, spacing, header.get("PatientOrientation"), view)
     distances = {key: float(header.get(tag)) for key, tag in (("sid", "DistanceSourceToDetector"),
@@ -234,10 +235,10 @@ def _pixel_spacing(header, given, path: Path) -> tuple[tuple[float, float], str]
         if values == (0.0, 0.0):
             continue
         if min(values) <= 0:
-            raise InputError(f"{path} has {tag} {values}: pixel sizes must be > 0 mm. Pass the right spacing "
-                             "(pixel_spacing=) or fix the header.")
+            raise InputError(f"{path} has {tag} {values}: pixel sizes must be > 0 mm. Fix the header "
+                             "(in Python, pixel_spacing= overrides it).")
         return values, tag
-    return (1.0, 1.0), "assumed 1 mm (the file records none); pass pixel_spacing= for true geometry"
+    return (1.0, 1.0), "assumed 1 mm (the file records none); for true geometry set it in the file (or pixel_spacing=)"
 
 
 def _orient(image: np.ndarray, spacing, orientation, view) -> tuple[np.ndarray, tuple, str]:
@@ -261,7 +262,8 @@ def _orient(image: np.ndarray, spacing, orientation, view) -> tuple[np.ndarray, 
         steps.append("transposed")
     if across not in (want, OPPOSITE[want]) or down not in "HF":
         raise InputError(f"PatientOrientation {list(orientation)} does not fit a {view} view (expected columns "
-                         f"along {want}/{OPPOSITE[want]}, rows head/feet); check ViewPosition or pass view=.")
+                         f"along {want}/{OPPOSITE[want]}, rows head/feet); check ViewPosition, or give the view "
+                         "(FILE:VIEW, view=).")
     if across != want:
         image = image[:, ::-1]
         steps.append("mirrored left-right")

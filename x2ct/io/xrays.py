@@ -57,14 +57,14 @@ def read_xray(path, view=None, *, pixel_spacing=None, max_bytes: int | None = No
         metadata["pixel_spacing_source"] = "file"
     else:
         spacing = (1.0, 1.0)
-        metadata["pixel_spacing_source"] = ("assumed 1 mm (pictures carry no spacing); pass pixel_spacing= for "
-                                            "true geometry")
+        metadata["pixel_spacing_source"] = ("assumed 1 mm (pictures carry no spacing); for true geometry give "
+                                            "an NRRD or DICOM with its spacing (or pixel_spacing=)")
     if view is not None:
         metadata["view_source"] = "argument"
     elif VIEW in fields:
         view, metadata["view_source"] = fields[VIEW], "file"
     else:
-        view, metadata["view_source"] = "frontal", "assumed frontal; pass view= if it is not"
+        view, metadata["view_source"] = "frontal", "assumed frontal; give the view if it is not (FILE:VIEW, view=)"
     distances = {key: _numbers(fields, field, 1, path, positive=True)[0] for key, field in (("sad", SAD), ("sid", SID))
                  if field in fields}
     metadata.update(_carried(fields, spacing_given=pixel_spacing is not None))
