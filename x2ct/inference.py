@@ -177,14 +177,9 @@ def estimate_bytes(model: torch.nn.Module, volume_size: int, samples: int = 1) -
 
 def choose_device(requested: str, model: torch.nn.Module, volume_size: int, samples: int = 1) -> tuple[str, str]:
     """(device, reason): ``auto`` takes CUDA if present and the estimate fits its free memory, else MPS, else CPU."""
-    problem = request.device_problem(requested)
-    if problem:
-        raise InputError(problem)
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if requested == "cuda" and not cuda or requested == "mps" and not mps:
-        raise InputError(request.unavailable_device(requested))
     if requested != "auto":
-        return requested, f"{requested} as requested"
+        return request.torch_device(requested), f"{requested} as requested"
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
     if cuda:
         free, _ = torch.cuda.mem_get_info()
         needed = estimate_bytes(model, volume_size, samples)

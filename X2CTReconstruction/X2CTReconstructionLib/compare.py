@@ -161,7 +161,7 @@ def compare_nodes(predictedNode, groundTruthNode):
     for node, role in ((predictedNode, "Prediction"), (groundTruthNode, "Ground truth")):
         if node is None:
             raise InputError(f"{role}: select a CT volume node.")
-        if node.GetScene() is None or not outputs.in_scene(node, predictedNode.GetScene()):
+        if not outputs.in_scene(node, predictedNode.GetScene()):
             raise InputError(f"{role}: node {node.GetName()!r} is no longer in the scene; load or select it again.")
     prediction = _checked_volume(predictedNode, "Prediction")
     truth = _checked_volume(groundTruthNode, "Ground truth")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
-from x2ct.errors import InputError, X2CTError
+from x2ct.errors import InputError
 from x2ct.image import normalise_view
 from x2ct.request import DEVICES
 
@@ -106,7 +105,7 @@ def run(args) -> int:
 
 def _reconstruct(args, views, out: Path) -> int:
     from x2ct import inference, io
-    from x2ct.io.outputs import atomic_output
+    from x2ct.io.outputs import atomic_outputs
 
     def report(fraction: float, stage: str) -> None:
         if args.progress == "json":
@@ -120,24 +119,15 @@ def _reconstruct(args, views, out: Path) -> int:
         targets["uncertainty"] = std_path(out)
     if args.mip_png:
         targets["mip_png"] = Path(f"{args.mip_png}.png").expanduser()
-    staged: dict[str, Path] = {}
-    try:
-        with contextlib.ExitStack() as stack:  # all or nothing: each file is staged; they move into place together
-            staged.update({key: stack.enter_context(atomic_output(path, overwrite=args.overwrite))
-                           for key, path in targets.items()})
-            io.write_volume(result.volume, staged["output"], overwrite=False)
-            if result.uncertainty is not None:
-                io.write_volume(result.uncertainty, staged["uncertainty"], overwrite=False)
-            if args.mip_png:
-                from x2ct import render
+    with atomic_outputs(targets, overwrite=args.overwrite) as staged:  # all of them, or none
+        io.write_volume(result.volume, staged["output"], overwrite=False)
+        if result.uncertainty is not None:
+            io.write_volume(result.uncertainty, staged["uncertainty"], overwrite=False)
+        if args.mip_png:
+            from x2ct import render
 
-                image = render.ct_planes(result.volume, *render.CT_WINDOWS["soft-tissue"], title=result.model_id)
-                render.save_png(image, staged["mip_png"], overwrite=False)
-    except X2CTError as error:  # name the user's files, not their staged copies
-        message = str(error)
-        for key, path in staged.items():
-            message = message.replace(str(path), str(targets[key])).replace(str(path.parent), str(targets[key].parent))
-        raise type(error)(message) from None
+            image = render.ct_planes(result.volume, *render.CT_WINDOWS["soft-tissue"], title=result.model_id)
+            render.save_png(image, staged["mip_png"], overwrite=False)
     written = {key: str(path) for key, path in targets.items()}
     if args.progress == "json":
         print(json.dumps({"done": True, **written, "model": result.model_id, "device": result.device,

@@ -16,7 +16,8 @@ imported models):
   are checked (``check`` reads them back), fsynced and renamed into place,
   the named file last. Any failure removes the staging folder and raises one
   ``X2CTError`` line ("disk full: ..." when the disk is full). Staging left by
-  a killed process is removed the next time the same target is claimed.
+  a killed process is removed the next time the same target is claimed;
+* ``atomic_outputs`` for files that belong together: all of them or none.
 """
 
 from __future__ import annotations
@@ -145,6 +146,24 @@ def atomic_output(path, *, overwrite: bool = True, check: Callable[[Path], None]
             raise _failure(path, error, needed_bytes) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_outputs(targets: dict, *, overwrite: bool = True):
+    """``atomic_output`` for several files that belong together: yield {key: staged path}; all of them move into
+    place when the block succeeds, none when it fails. A failure names the target, not its staged copy."""
+    staged: dict = {}
+    try:
+        with contextlib.ExitStack() as stack:
+            staged.update({key: stack.enter_context(atomic_output(path, overwrite=overwrite))
+                           for key, path in targets.items()})
+            yield staged
+    except X2CTError as error:
+        message = str(error)
+        for key, path in staged.items():
+            target = Path(targets[key]).expanduser()
+            message = message.replace(str(path), str(target)).replace(str(path.parent), str(target.parent))
+        raise type(error)(message) from None
 
 
 def write_text(path, text: str, *, overwrite: bool = True) -> Path:

@@ -77,12 +77,13 @@ def lung_label_ids(structures_csv) -> list[int]:
                          "(one row per label value).")
     lobes = [row for row in rows if str(row["structure"] or "").strip().lower().startswith("lung_")
              and "lobe" in str(row["structure"]).lower()]
-    try:
-        ids = [int(str(row["id"]).strip()) for row in lobes]
-    except ValueError:
-        bad = next(row["id"] for row in lobes if not str(row["id"]).strip().lstrip("-").isdigit())
-        raise InputError(f"The structures table {path} has the id {bad!r}, not a whole number; ids are the label "
-                         "map's values.") from None
+    ids = []
+    for row in lobes:
+        try:
+            ids.append(int(str(row["id"]).strip()))
+        except ValueError:
+            raise InputError(f"The structures table {path} has the id {row['id']!r}, not a whole number; ids are "
+                             "the label map's values.") from None
     if not ids:
         raise InputError(f"The structures table {path} names no lung lobe (lung_*lobe*); "
                          "pass a table of the label map's lung labels.")
